@@ -1,0 +1,52 @@
+"""revzoo_dalle: the DALL-E text-to-image transformer of DALLE-pytorch 1.6.6 as a revzoo plugin.
+
+Registers the architecture "dalle" (and so "dalle-rev", its reversible form) and the
+checkpoint format "dalle-pytorch" (DALLE-pytorch's training-script `.pt` dicts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import revzoo
+
+from .checkpoint import read_dalle_pytorch, write_dalle_pytorch
+from .config import DEFAULTS, build_dalle
+from .model import Dalle
+from .transformer import ROUTES, DalleTransformer
+from .vae import DiscreteVAE
+
+__all__ = [
+    "Dalle",
+    "DalleTransformer",
+    "DiscreteVAE",
+    "build_dalle",
+    "read_dalle_pytorch",
+    "register_architectures",
+    "register_formats",
+    "write_dalle_pytorch",
+]
+
+
+@revzoo.hookimpl
+def register_architectures(register: Callable[[revzoo.ArchSpec], None]) -> None:
+    register(revzoo.ArchSpec(
+        name="dalle",
+        builder=build_dalle,
+        description="DALL-E text-to-image transformer (DALLE-pytorch 1.6.6) with a small discrete VAE",
+        defaults=DEFAULTS,
+        forms=("sequential", "reversible"),
+        routes=ROUTES,
+        layout=None,
+        card="model_cards/dalle.md",
+    ))
+
+
+@revzoo.hookimpl
+def register_formats(register: Callable[[revzoo.CheckpointFormat], None]) -> None:
+    register(revzoo.CheckpointFormat(
+        name="dalle-pytorch",
+        description="DALLE-pytorch training-script checkpoint (.pt dict: hparams, vae_params, weights)",
+        read=read_dalle_pytorch,
+        write=write_dalle_pytorch,
+    ))

@@ -1,0 +1,230 @@
+"""DALLE-pytorch training-script checkpoints ("dalle-pytorch"): read into revzoo's layout, write back.
+
+The script saves `{"hparams", "vae_params", "weights", "vae_class_name", "version", ...}`
+with `torch.save`. Upstream nests each layer's modules in wrappers whose depth depends on
+`shift_tokens` and the attention type, so keys are matched on their tail. The rotary table
+(`transformer.pos_emb`) is derived and regenerated; shared input/output embeddings appear
+upstream as aliases of `to_logits.1` and are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import revzoo
+import torch
+from torch import nn
+
+from .config import DEFAULTS, build_dalle
+from .rotary import dalle_rotary_table
+
+__all__ = ["UPSTREAM_DALLE_DEFAULTS", "config_from_checkpoint", "read_dalle_pytorch", "write_dalle_pytorch"]
+
+# DALLE.__init__ defaults of DALLE-pytorch 1.6.6: what upstream's generate.py gets for keys that hparams lacks.
+UPSTREAM_DALLE_DEFAULTS: dict[str, Any] = {
+    "num_text_tokens": 10000, "text_seq_len": 256, "heads": 8, "dim_head": 64, "reversible": False,
+    "attn_dropout": 0.0, "ff_dropout": 0.0, "sparse_attn": False, "attn_types": None, "loss_img_weight": 7,
+    "stable": False, "sandwich_norm": False, "shift_tokens": True, "rotary_emb": True,
+    "shared_attn_ids": None, "shared_ff_ids": None, "share_input_output_emb": False,
+    "optimize_for_inference": False,
+}
+_UPSTREAM_VAE_DEFAULTS: dict[str, Any] = {
+    "image_size": 256, "num_tokens": 512, "codebook_dim": 512, "num_layers": 3, "num_resnet_blocks": 0,
+    "hidden_dim": 64, "channels": 3,
+}
+_VAE_PARAM_NAMES = {"image_size": "image_size", "num_tokens": "num_image_tokens", "codebook_dim": "vae_codebook_dim",
+                    "num_layers": "vae_num_layers", "num_resnet_blocks": "vae_num_resnet_blocks",
+                    "hidden_dim": "vae_hidden_dim", "channels": "vae_channels"}
+_PRETRAINED_VAES = {"OpenAIDiscreteVAE", "VQGanVAE"}  # image size 256; their weights are not imported
+_COPIED_HPARAMS = ("num_text_tokens", "text_seq_len", "dim", "depth", "heads", "dim_head", "attn_dropout", "ff_dropout",
+                   "loss_img_weight", "stable", "sandwich_norm", "shift_tokens", "rotary_emb", "share_input_output_emb")
+
+_LAYER = re.compile(r"^transformer\.layers\.(?:blocks\.(\d+)\.([fg])\.net|layers\.(\d+)\.([01]))\.(.+)$")
+_TAILS = (  # (branch, pattern of upstream's tail, revzoo's tail)
+    (None, re.compile(r"^scale$"), "scale"),
+    (None, re.compile(r"^fn\.norm\.(weight|bias)$"), r"norm.\1"),
+    (None, re.compile(r"^fn\.norm_out\.(weight|bias)$"), r"norm_out.\1"),
+    ("f", re.compile(r"^(?:fn\.)+to_qkv\.weight$"), "fn.to_qkv.weight"),
+    ("f", re.compile(r"^(?:fn\.)+to_out\.0\.(weight|bias)$"), r"fn.to_out.\1"),
+    ("g", re.compile(r"^(?:fn\.)+net\.0\.(weight|bias)$"), r"fn.proj_in.\1"),
+    ("g", re.compile(r"^(?:fn\.)+net\.3\.(weight|bias)$"), r"fn.proj_out.\1"),
+)
+_TOP = {"to_logits.0.weight": "final_norm.weight", "to_logits.0.bias": "final_norm.bias",
+        "to_logits.1.weight": "to_logits.weight", "to_logits.1.bias": "to_logits.bias",
+        "text_emb.weight": "text_emb.weight", "image_emb.weight": "image_emb.weight",
+        "text_pos_emb.weight": "text_pos_emb.weight"}
+_DERIVED = re.compile(r"^(transformer\.pos_emb|(text|image)_emb\.linear\.(weight|bias))$")
+
+
+def _fail(message: str) -> None:
+    raise revzoo.CheckpointError(message)
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:5])
+    return f"{shown}{', ...' if len(keys) > 5 else ''} ({len(keys)} in all)"
+
+
+def _infer_fmap(weights: Mapping[str, torch.Tensor], text_seq_len: int) -> int:
+    """Image grid side from the axial image embedding or the rotary table, for VAEs whose params are not saved."""
+    if "image_pos_emb.weights_0" in weights:
+        return weights["image_pos_emb.weights_0"].shape[1]
+    if "transformer.pos_emb" in weights:
+        return math.isqrt(weights["transformer.pos_emb"].shape[1] - text_seq_len - 1)
+    _fail("cannot tell the image grid size: the checkpoint has neither image_pos_emb nor transformer.pos_emb")
+    raise AssertionError  # unreachable
+
+
+def config_from_checkpoint(obj: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """Returns the full "dalle" config and the form described by a training-script checkpoint."""
+    hparams = obj.get("hparams")
+    if not isinstance(hparams, Mapping) or "dim" not in hparams or "depth" not in hparams:
+        _fail("not a DALLE-pytorch DALL-E checkpoint: 'hparams' with 'dim' and 'depth' is missing")
+    unknown = sorted(set(hparams) - set(UPSTREAM_DALLE_DEFAULTS) - {"dim", "depth"})
+    if unknown:
+        _fail(f"DALLE-pytorch hparams {unknown} are not supported by revzoo's dalle")
+    params = {**UPSTREAM_DALLE_DEFAULTS, **hparams}
+    if params["sparse_attn"]:
+        _fail("sparse_attn=True (DeepSpeed sparse attention) is not supported; revzoo's dalle has no 'sparse' type")
+    config = {**DEFAULTS, **{name: params[name] for name in _COPIED_HPARAMS}}
+    config["attn_types"] = list(params["attn_types"] or ("full",))
+    if isinstance(params["attn_types"], str):
+        config["attn_types"] = params["attn_types"].split(",")
+    for name in ("shared_attn_ids", "shared_ff_ids"):
+        config[name] = None if params[name] is None else list(params[name])
+
+    weights = obj.get("weights")
+    if not isinstance(weights, Mapping):
+        _fail("not a DALLE-pytorch checkpoint: 'weights' (the state dict) is missing")
+    vae_class = obj.get("vae_class_name", "DiscreteVAE")
+    if vae_class in _PRETRAINED_VAES:
+        fmap = _infer_fmap(weights, config["text_seq_len"])
+        config.update(vae="none", image_size=256, vae_num_layers=int(math.log2(256 // fmap)),
+                      num_image_tokens=weights["to_logits.1.weight"].shape[0] - config["num_text_tokens"]
+                      - config["text_seq_len"])
+    elif vae_class == "DiscreteVAE":
+        vae_params = {**_UPSTREAM_VAE_DEFAULTS, **(obj.get("vae_params") or {})}
+        unknown = sorted(set(vae_params) - set(_UPSTREAM_VAE_DEFAULTS))
+        if unknown:
+            _fail(f"DiscreteVAE params {unknown} are not supported by revzoo's dalle")
+        config.update({_VAE_PARAM_NAMES[name]: value for name, value in vae_params.items()}, vae="discrete")
+    else:
+        _fail(f"unknown vae_class_name {vae_class!r}; expected DiscreteVAE, OpenAIDiscreteVAE or VQGanVAE")
+    return config, "reversible" if params["reversible"] else "sequential"
+
+
+def _map_key(key: str, form: str, import_vae: bool) -> str | None:
+    """Returns revzoo's key for an upstream key, None for derived/aliased/skipped ones, or '' if unmapped."""
+    if _DERIVED.match(key) or (key.startswith("vae.") and not import_vae):
+        return None
+    if key in _TOP or key.startswith("vae."):
+        return _TOP.get(key, key)
+    if key.startswith("image_pos_emb.weights_"):
+        return {"image_pos_emb.weights_0": "image_pos_emb.row", "image_pos_emb.weights_1": "image_pos_emb.col"}.get(key, "")
+    layer = _LAYER.match(key)
+    if layer is None:
+        return ""
+    reversible_index, fg, sequential_index, zero_one, tail = layer.groups()
+    if (reversible_index is not None) != (form == "reversible"):
+        return ""
+    index = reversible_index if reversible_index is not None else sequential_index
+    branch = fg if fg is not None else "fg"[int(zero_one)]
+    for only, pattern, replacement in _TAILS:
+        if only in (None, branch) and pattern.match(tail):
+            return f"transformer.layers.blocks.{index}.{branch}.{pattern.sub(replacement, tail)}"
+    return ""
+
+
+def read_dalle_pytorch(obj: Any, **options: Any) -> revzoo.ImportedCheckpoint:
+    """Reads a DALLE-pytorch training-script checkpoint (loaded without pickle) into revzoo's "dalle" layout."""
+    if options:
+        _fail(f"format dalle-pytorch takes no options, got {sorted(options)}")
+    if not isinstance(obj, Mapping):
+        _fail(f"not a DALLE-pytorch checkpoint: expected the training script's dict, got {type(obj).__name__}")
+    config, form = config_from_checkpoint(obj)
+    try:
+        with torch.device("meta"):
+            expected = build_dalle(form=form, **config).state_dict()
+    except revzoo.ConfigError as err:
+        raise revzoo.CheckpointError(f"the checkpoint's hparams do not describe a valid model: {err}") from err
+
+    tensors: dict[str, torch.Tensor] = {}
+    unmapped = []
+    for key, value in obj["weights"].items():
+        target = _map_key(key, form, config["vae"] == "discrete")
+        if target == "":
+            unmapped.append(key)
+        elif target is not None:
+            tensors[target] = value
+    if "image_pos_emb.row" in tensors:
+        tensors["image_pos_emb.row"] = tensors["image_pos_emb.row"].reshape(config_side(config), -1)
+        tensors["image_pos_emb.col"] = tensors["image_pos_emb.col"].reshape(config_side(config), -1)
+    if unmapped:
+        _fail(f"unexpected keys in the DALLE-pytorch checkpoint: {_listing(sorted(unmapped))}")
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        _fail(f"keys missing from the DALLE-pytorch checkpoint (revzoo names): {_listing(missing)}")
+    mismatched = sorted(key for key in expected if tuple(expected[key].shape) != tuple(tensors[key].shape))
+    if mismatched:
+        key = mismatched[0]
+        _fail(f"shape mismatch for {_listing(mismatched)}: {key} is {tuple(tensors[key].shape)}, "
+              f"the hparams give {tuple(expected[key].shape)}")
+    return revzoo.ImportedCheckpoint(architecture="dalle", config=config, form=form, tensors=tensors)
+
+
+def config_side(config: Mapping[str, Any]) -> int:
+    """Image grid side of a "dalle" config."""
+    return config["image_size"] // 2 ** config["vae_num_layers"]
+
+
+def _upstream_layer_key(key: str, form: str, shift_tokens: bool) -> str:
+    match = re.match(r"^transformer\.layers\.blocks\.(\d+)\.([fg])\.(.+)$", key)
+    index, branch, tail = match.groups()
+    head = f"transformer.layers.blocks.{index}.{branch}.net" if form == "reversible" else \
+        f"transformer.layers.layers.{index}.{'fg'.index(branch)}"
+    shift = "fn.fn." if shift_tokens else ""
+    inner = {"fn.to_qkv.weight": f"fn.{shift}fn.fn.to_qkv.weight", "fn.to_out.weight": f"fn.{shift}fn.fn.to_out.0.weight",
+             "fn.to_out.bias": f"fn.{shift}fn.fn.to_out.0.bias", "fn.proj_in.weight": f"fn.{shift}fn.net.0.weight",
+             "fn.proj_in.bias": f"fn.{shift}fn.net.0.bias", "fn.proj_out.weight": f"fn.{shift}fn.net.3.weight",
+             "fn.proj_out.bias": f"fn.{shift}fn.net.3.bias"}
+    return f"{head}.{inner.get(tail, tail if tail == 'scale' else 'fn.' + tail)}"
+
+
+def write_dalle_pytorch(model: nn.Module) -> dict[str, Any]:
+    """Returns the training-script dict (hparams, vae_params, weights, ...) for a revzoo "dalle" model."""
+    config = getattr(model, "revzoo_config", None)
+    if getattr(model, "revzoo_architecture", None) != "dalle" or config is None:
+        _fail("dalle-pytorch export needs a revzoo 'dalle' model (made by revzoo.create or revzoo.load)")
+    config = {**DEFAULTS, **config}
+    for name in ("conv_kernel_size", "conv_dilation", "ff_mult"):
+        if config[name] != DEFAULTS[name]:
+            _fail(f"DALLE-pytorch's DALLE has no {name} option; only {name}={DEFAULTS[name]} can be exported")
+    if config["vae"] != "discrete":
+        _fail("DALLE-pytorch checkpoints need their VAE; export is supported only for vae='discrete'")
+    form = revzoo.get_form(model)
+    weights: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("transformer.layers.blocks."):
+            weights[_upstream_layer_key(key, form, config["shift_tokens"])] = value
+        elif key in ("image_pos_emb.row", "image_pos_emb.col"):
+            shape = (1, -1, 1, value.shape[-1]) if key.endswith("row") else (1, 1, -1, value.shape[-1])
+            weights[f"image_pos_emb.weights_{int(key.endswith('col'))}"] = value.reshape(shape)
+        else:
+            weights[{v: k for k, v in _TOP.items()}.get(key, key)] = value
+    if config["rotary_emb"]:
+        table = dalle_rotary_table(config["dim_head"], config["text_seq_len"] + 1, config_side(config))
+        weights["transformer.pos_emb"] = table.to(weights["to_logits.1.weight"].dtype)
+    if config["share_input_output_emb"]:
+        for name in ("text_emb", "image_emb"):
+            weights[f"{name}.linear.weight"] = weights["to_logits.1.weight"]
+            weights[f"{name}.linear.bias"] = weights["to_logits.1.bias"]
+    hparams = {name: config[name] for name in _COPIED_HPARAMS}
+    hparams.update(reversible=form == "reversible", attn_types=tuple(config["attn_types"]),
+                   shared_attn_ids=None if config["shared_attn_ids"] is None else tuple(config["shared_attn_ids"]),
+                   shared_ff_ids=None if config["shared_ff_ids"] is None else tuple(config["shared_ff_ids"]))
+    vae_params = {name: config[ours] for name, ours in _VAE_PARAM_NAMES.items()}
+    return {"hparams": hparams, "vae_params": vae_params, "epoch": 0, "version": "1.6.6",
+            "vae_class_name": "DiscreteVAE", "weights": weights}

@@ -1,0 +1,172 @@
+"""DALL-E (arXiv:2102.12092) as in DALLE-pytorch 1.6.6: one causal transformer over text then image tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .generate import generate_images
+from .transformer import DalleTransformer
+from .vae import DiscreteVAE
+
+__all__ = ["AxialPositionalEmbedding", "Dalle"]
+
+
+class AxialPositionalEmbedding(nn.Module):
+    """Learned image positions: a row vector plus a column vector per grid cell."""
+
+    def __init__(self, dim: int, image_size: int) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.row = nn.Parameter(torch.randn(image_size, dim))
+        self.col = nn.Parameter(torch.randn(image_size, dim))
+
+    def forward(self, length: int) -> torch.Tensor:
+        """Returns the embeddings (length, dim) of the first `length` cells, row by row."""
+        grid = self.row[:, None, :] + self.col[None, :, :]
+        return grid.flatten(0, 1)[:length]
+
+
+class Dalle(nn.Module):
+    """Text-to-image transformer: `<bos>`, text tokens, then image tokens, with one shared logit space.
+
+    Text ids 0 are padding: each text position gets its own padding id after the
+    vocabulary, so `num_text_tokens + text_seq_len` text ids exist. Image ids come after
+    all text ids in the logits; a mask stops text positions predicting image ids and
+    image positions predicting text ids. The optional discrete VAE turns images into ids.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        depth: int,
+        num_text_tokens: int,
+        text_seq_len: int,
+        num_image_tokens: int,
+        image_fmap_size: int,
+        vae: DiscreteVAE | None = None,
+        form: str = "reversible",
+        loss_img_weight: float = 7.0,
+        stable: bool = False,
+        rotary_emb: bool = True,
+        share_input_output_emb: bool = False,
+        **transformer_options: Any,
+    ) -> None:
+        super().__init__()
+        self.text_seq_len = text_seq_len
+        self.image_seq_len = image_fmap_size**2
+        self.num_text_tokens = num_text_tokens + text_seq_len  # with one padding id per position
+        self.num_image_tokens = num_image_tokens
+        self.total_tokens = self.num_text_tokens + num_image_tokens
+        self.total_seq_len = text_seq_len + self.image_seq_len
+        self.loss_img_weight = loss_img_weight
+        self.stable = stable
+        self.share_input_output_emb = share_input_output_emb
+
+        self.vae = vae
+        if vae is not None:
+            vae.requires_grad_(False)
+        if not share_input_output_emb:
+            self.text_emb = nn.Embedding(self.num_text_tokens, dim)
+            self.image_emb = nn.Embedding(num_image_tokens, dim)
+        if not rotary_emb:
+            self.text_pos_emb = nn.Embedding(text_seq_len + 1, dim)
+            self.image_pos_emb = AxialPositionalEmbedding(dim, image_fmap_size)
+        self.rotary_emb = rotary_emb
+        self.transformer = DalleTransformer(
+            dim=dim, depth=depth, text_len=text_seq_len + 1, image_size=image_fmap_size, form=form,
+            stable=stable, rotary_emb=rotary_emb, **transformer_options,
+        )
+        self.final_norm = nn.LayerNorm(dim)
+        self.to_logits = nn.Linear(dim, self.total_tokens)
+
+        position = torch.arange(self.total_seq_len)[:, None]
+        token = torch.arange(self.total_tokens)[None, :]
+        is_text_position, is_text_token = position < text_seq_len, token < self.num_text_tokens
+        self.register_buffer("logits_mask", is_text_position != is_text_token, persistent=False)
+
+    generate_images = generate_images
+
+    def embed_text(self, text: torch.Tensor) -> torch.Tensor:
+        if self.share_input_output_emb:
+            return F.embedding(text, self.to_logits.weight[: self.num_text_tokens])
+        return self.text_emb(text)
+
+    def embed_image(self, image: torch.Tensor) -> torch.Tensor:
+        if self.share_input_output_emb:
+            return F.embedding(image, self.to_logits.weight[self.num_text_tokens :])
+        return self.image_emb(image)
+
+    def image_tokens(self, image: torch.Tensor) -> torch.Tensor:
+        """Returns image token ids: `image` itself when it holds ids (batch, n), else the VAE's codes."""
+        if image.dim() == 2:
+            return image
+        if self.vae is None:
+            raise ValueError(f"this model has no VAE: pass image token ids (batch, n), not a {image.dim()}-d image")
+        return self.vae.get_codebook_indices(image)
+
+    def _text_with_bos(self, text: torch.Tensor, null_cond: torch.Tensor | None) -> torch.Tensor:
+        if text.dim() != 2 or text.shape[-1] != self.text_seq_len:
+            raise ValueError(f"text must have shape (batch, {self.text_seq_len}), got {tuple(text.shape)}")
+        if null_cond is not None:
+            text = text.masked_fill(null_cond[:, None], 0)
+        padding_ids = torch.arange(self.text_seq_len, device=text.device) + (self.num_text_tokens - self.text_seq_len)
+        text = torch.where(text == 0, padding_ids, text)
+        return F.pad(text, (1, 0), value=0)
+
+    def forward(
+        self,
+        text: torch.Tensor,
+        image: torch.Tensor | None = None,
+        *,
+        return_loss: bool = False,
+        null_cond: torch.Tensor | None = None,
+        cache: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """Returns logits (batch, n, total_tokens) for `<bos>`, text and the given image tokens, or the loss.
+
+        Args:
+            text: token ids (batch, text_seq_len); 0 is padding.
+            image: image token ids (batch, n) or images (batch, channels, size, size) for the VAE.
+            return_loss: return `(CE_text + loss_img_weight * CE_img) / (loss_img_weight + 1)` instead.
+            null_cond: (batch,) bool, rows whose text is dropped (classifier-free guidance).
+            cache: a dict filled during generation; only the positions after cache["offset"] are computed.
+        """
+        text = self._text_with_bos(text, null_cond)
+        tokens = self.embed_text(text)
+        if not self.rotary_emb:
+            tokens = tokens + self.text_pos_emb(torch.arange(text.shape[1], device=text.device))
+        if image is not None and image.numel() > 0:
+            image = self.image_tokens(image)
+            image_emb = self.embed_image(image)
+            if not self.rotary_emb:
+                image_emb = image_emb + self.image_pos_emb(image.shape[1])
+            tokens = torch.cat((tokens, image_emb), dim=1)
+        if tokens.shape[1] > self.total_seq_len:  # the last image token predicts nothing
+            tokens = tokens[:, :-1]
+        length = tokens.shape[1]
+        if self.stable:
+            tokens = tokens * 0.1 + tokens.detach() * 0.9
+
+        offset = 0 if cache is None else cache.get("offset", 0)
+        out = self.transformer(tokens[:, offset:], cache=cache)
+        if self.stable:
+            out = out / out.amax(dim=-1, keepdim=True).detach()
+        logits = self.to_logits(self.final_norm(out))
+        logits = logits.masked_fill(self.logits_mask[offset:length], -torch.finfo(logits.dtype).max)
+        if cache is not None:
+            cache["offset"] = length
+
+        if not return_loss:
+            return logits
+        if image is None or image.shape[1] != self.image_seq_len:
+            raise ValueError(f"return_loss=True needs all {self.image_seq_len} image tokens (or the images)")
+        labels = torch.cat((text[:, 1:], image + self.num_text_tokens), dim=1)
+        logits = logits.transpose(1, 2)
+        text_loss = F.cross_entropy(logits[:, :, : self.text_seq_len], labels[:, : self.text_seq_len])
+        image_loss = F.cross_entropy(logits[:, :, self.text_seq_len :], labels[:, self.text_seq_len :])
+        return (text_loss + self.loss_img_weight * image_loss) / (self.loss_img_weight + 1)
