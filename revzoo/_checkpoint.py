@@ -1,0 +1,226 @@
+"""revzoo checkpoints: self-describing safetensors files, converted between forms, imported from foreign formats."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from ._io import SAFETENSORS_SUFFIX, atomic_write, check_output, open_safetensors, read_foreign, require_file, tensor_items
+from ._registry import create, get_format, resolve
+from ._sequence import FORMS, get_form
+from ._state import TensorSource, check_fit, fit_tensors, tied_groups
+from ._version import LAYOUT_VERSION, __version__
+from .errors import CheckpointError
+
+__all__ = ["convert", "export_checkpoint", "import_checkpoint", "load", "probe_forms", "read_metadata", "save"]
+
+_KEY = "revzoo."
+_HEADER_ALIGNMENT = 8
+_COPY_CHUNK = 16 << 20
+
+
+def _metadata(model: nn.Module, aliases: Mapping[str, str]) -> dict[str, str]:
+    architecture = getattr(model, "revzoo_architecture", None)
+    config = getattr(model, "revzoo_config", None)
+    if architecture is None or config is None:
+        raise CheckpointError(
+            f"{type(model).__name__} was not built by revzoo.create (it has no revzoo_architecture/revzoo_config); "
+            "save its state_dict with safetensors instead"
+        )
+    return {
+        "format": "pt",
+        _KEY + "architecture": architecture,
+        _KEY + "form": get_form(model),
+        _KEY + "config": json.dumps(config, sort_keys=True),
+        _KEY + "version": __version__,
+        _KEY + "layout_version": str(LAYOUT_VERSION),
+        _KEY + "aliases": json.dumps(dict(aliases), sort_keys=True),
+    }
+
+
+def save(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Writes the model's weights and what rebuilds it to a safetensors file, atomically; returns the path.
+
+    Tied tensors are stored once; the file records their other names.
+
+    Example:
+        >>> revzoo.save(revzoo.create("dalle-rev", depth=2), "dalle.safetensors")
+    """
+    state = model.state_dict(keep_vars=True)
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    storages: set[int] = set()
+    for group in tied_groups(model):
+        tensor = state[group[0]].detach()
+        pointer = tensor.untyped_storage().data_ptr() if tensor.numel() else 0
+        tensors[group[0]] = tensor.contiguous() if pointer not in storages else tensor.clone()
+        storages.add(pointer)
+        aliases.update({name: group[0] for name in group[1:]})
+    metadata = _metadata(model, aliases)
+    return atomic_write(path, lambda tmp: save_file({k: v.cpu() for k, v in tensors.items()}, tmp, metadata))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Returns a revzoo file's architecture, form, config, version and aliases, checked for this revzoo."""
+    with open_safetensors(path) as handle:
+        raw = handle.metadata() or {}
+    return _parse_metadata(raw, Path(path))
+
+
+def _parse_metadata(raw: Mapping[str, str], path: Path) -> dict[str, Any]:
+    if _KEY + "architecture" not in raw:
+        raise CheckpointError(
+            f"{path}: no revzoo metadata (a bare state dict?); load it with revzoo.load(path, architecture=NAME)"
+        )
+    try:
+        layout = int(raw.get(_KEY + "layout_version", "1"))
+        config = json.loads(raw[_KEY + "config"])
+        aliases = json.loads(raw.get(_KEY + "aliases", "{}"))
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: corrupt revzoo metadata ({err})") from err
+    if layout > LAYOUT_VERSION:
+        raise CheckpointError(
+            f"{path}: written by revzoo {raw.get(_KEY + 'version', '?')} with layout version {layout}; "
+            f"this revzoo {__version__} reads up to {LAYOUT_VERSION}: upgrade revzoo"
+        )
+    return {
+        "architecture": raw[_KEY + "architecture"],
+        "form": raw.get(_KEY + "form"),
+        "config": config,
+        "version": raw.get(_KEY + "version"),
+        "aliases": aliases,
+    }
+
+
+def load(
+    path: str | os.PathLike,
+    form: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    architecture: str | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Rebuilds a model from a revzoo file's metadata and loads its weights, tensor by tensor.
+
+    `form` asks for the other form of the same weights. A file without revzoo metadata
+    (a bare state dict, `.safetensors` or `.pt`) loads when `architecture` (and, if not
+    the defaults, `config`) is given. Raises CheckpointError if anything does not fit.
+
+    Example:
+        >>> model = revzoo.load("dalle.safetensors", form="sequential")
+    """
+    path = require_file(path)
+    if path.suffix.lower() != SAFETENSORS_SUFFIX:
+        if architecture is None:
+            raise CheckpointError(f"{path}: only {SAFETENSORS_SUFFIX} files carry revzoo metadata; pass architecture=NAME")
+        model = create(architecture, form=form, **dict(config or {}))
+        fit_tensors(model, TensorSource.from_tensors(tensor_items(read_foreign(path))), str(path))
+        return model.to(device=device, dtype=dtype)
+    with open_safetensors(path) as handle:
+        raw = handle.metadata() or {}
+        if architecture is not None and _KEY + "architecture" not in raw:
+            meta = {"architecture": architecture, "form": None, "config": dict(config or {}), "aliases": {}}
+        else:
+            meta = _parse_metadata(raw, path)
+            if architecture is not None and resolve(architecture)[0].name != meta["architecture"]:
+                raise CheckpointError(f"{path}: holds a {meta['architecture']!r} model, not {architecture!r}")
+        model = create(meta["architecture"], form=form or meta["form"], **meta["config"])
+        fit_tensors(model, TensorSource.from_safetensors(handle), str(path), meta["aliases"])
+    return model.to(device=device, dtype=dtype)
+
+
+def _read_header(path: Path) -> tuple[dict, int]:
+    with open(path, "rb") as stream:
+        prefix = stream.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(f"{path}: not a readable safetensors file (truncated header)")
+        (length,) = struct.unpack("<Q", prefix)
+        try:
+            header = json.loads(stream.read(length))
+        except (ValueError, UnicodeDecodeError, MemoryError, OverflowError) as err:
+            raise CheckpointError(f"{path}: not a readable safetensors file (header is not JSON)") from err
+    return header, 8 + length
+
+
+def _write_with_header(src: Path, tmp: Path, header: dict, data_offset: int) -> None:
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % _HEADER_ALIGNMENT)
+    with open(src, "rb") as source, open(tmp, "wb") as target:
+        target.write(struct.pack("<Q", len(encoded)))
+        target.write(encoded)
+        source.seek(data_offset)
+        shutil.copyfileobj(source, target, _COPY_CHUNK)
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str, *, overwrite: bool = False) -> Path:
+    """Writes a copy of a revzoo file recording form `to`; the tensor bytes are copied unchanged.
+
+    The two forms compute different functions of the same weights (see DESIGN.md). The
+    data section is streamed, so memory stays flat whatever the file's size.
+    """
+    if to not in FORMS:
+        raise CheckpointError(f"unknown form {to!r}; expected one of {', '.join(FORMS)}")
+    src = require_file(src)
+    check_output(src, dst, overwrite)
+    meta = read_metadata(src)  # also validates the header through safetensors
+    spec = resolve(meta["architecture"])[0]
+    if to not in spec.forms:
+        raise CheckpointError(f"{src}: architecture {spec.name!r} has no {to!r} form; it supports {', '.join(spec.forms)}")
+    with torch.device("meta"):  # checks the tensors fit the architecture without allocating it
+        model = create(spec.name, form=to, **meta["config"])
+    with open_safetensors(src) as handle:
+        check_fit(model, TensorSource.from_safetensors(handle), str(src), meta["aliases"])
+    header, data_offset = _read_header(src)
+    header.setdefault("__metadata__", {})[_KEY + "form"] = to
+    return atomic_write(dst, lambda tmp: _write_with_header(src, tmp, header, data_offset))
+
+
+def import_checkpoint(
+    format_name: str, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False, **options: Any
+) -> Path:
+    """Converts a foreign checkpoint (e.g. DALLE-pytorch's) into a revzoo file; returns its path."""
+    fmt = get_format(format_name)
+    src = require_file(src)
+    check_output(src, dst, overwrite)
+    imported = fmt.read(read_foreign(src), **options)
+    model = create(imported.architecture, form=imported.form, **dict(imported.config))
+    fit_tensors(model, TensorSource.from_tensors(tensor_items(imported.tensors)), str(src))
+    return save(model, dst)
+
+
+def export_checkpoint(format_name: str, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Writes a revzoo file back in a foreign layout (.safetensors or a weights-only .pt); returns its path."""
+    fmt = get_format(format_name)
+    if fmt.write is None:
+        raise CheckpointError(f"format {format_name!r} can be imported but not exported")
+    src = require_file(src)
+    check_output(src, dst, overwrite)
+    exported = fmt.write(load(src))
+    if Path(dst).suffix.lower() == SAFETENSORS_SUFFIX:
+        tensors = {k: v.detach().contiguous() for k, v in tensor_items(exported).items()}
+        return atomic_write(dst, lambda tmp: save_file(tensors, tmp))
+    return atomic_write(dst, lambda tmp: torch.save(exported, tmp))
+
+
+def probe_forms(path: str | os.PathLike, seed: int = 0) -> float:
+    """Returns the largest difference between the reversible and sequential forms' outputs on a seeded input."""
+    meta = read_metadata(path)
+    spec = resolve(meta["architecture"])[0]
+    if spec.example_inputs is None or set(FORMS) - set(spec.forms):
+        raise CheckpointError(f"{spec.name!r} cannot be probed: it registers no example_inputs or lacks a form")
+    outputs = []
+    for form in FORMS:
+        model = load(path, form=form).eval()
+        args, kwargs = spec.example_inputs(model, torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            outputs.append(model(*args, **kwargs))
+    return (outputs[0].double() - outputs[1].double()).abs().max().item()

@@ -1,0 +1,171 @@
+"""The plugin manager: entry points loaded one by one, hooks collected into one registry.
+
+Every plugin, built-in or third-party, arrives the same way: an entry point in the
+`revzoo` group, or `register_plugin` at run time. A plugin that fails to import, or
+raises or conflicts while registering, is reported once and left out; the rest load.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import pluggy
+
+from . import hookspecs
+from ._spec import ArchSpec, CheckpointFormat
+from .errors import PluginError
+
+__all__ = ["Registry", "load_plugins", "plugin_manager", "register_plugin", "registry", "unregister_plugin"]
+
+ENTRY_POINT_GROUP: Final = "revzoo"
+
+plugin_manager: Final = pluggy.PluginManager("revzoo")
+plugin_manager.add_hookspecs(hookspecs)
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins registered, keyed by name, and what failed."""
+
+    architectures: dict[str, ArchSpec] = field(default_factory=dict)  # names and aliases
+    formats: dict[str, CheckpointFormat] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)  # "arch:NAME" / "format:NAME" -> plugin name
+    failures: dict[str, str] = field(default_factory=dict)  # plugin name -> one-line error
+
+
+@dataclass
+class _LoadState:
+    attempted: set[str] = field(default_factory=set)
+    versions: dict[str, str] = field(default_factory=dict)
+    import_failures: dict[str, str] = field(default_factory=dict)
+    registry: Registry | None = None
+
+
+_state: Final = _LoadState()
+
+
+def _env_names(variable: str) -> set[str] | None:
+    value = os.environ.get(variable)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
+def load_plugins() -> None:
+    """Loads the `revzoo` entry points not yet tried, honouring REVZOO_LOAD_PLUGINS / REVZOO_DISABLE_PLUGINS."""
+    only = _env_names("REVZOO_LOAD_PLUGINS")
+    blocked = _env_names("REVZOO_DISABLE_PLUGINS") or set()
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        name = entry_point.name
+        if name in _state.attempted or (only is not None and name not in only) or name in blocked:
+            continue
+        _state.attempted.add(name)
+        if entry_point.dist is not None:
+            _state.versions[name] = entry_point.dist.version
+        try:
+            plugin_manager.register(entry_point.load(), name=name)
+        except Exception as err:  # a broken plugin must not take the others down
+            _state.import_failures[name] = _describe(err)
+            warnings.warn(f"revzoo plugin {name!r} failed to load: {_describe(err)}", stacklevel=2)
+        _state.registry = None
+
+
+def _collect_plugin(name: str, plugin: Any) -> tuple[list[ArchSpec], list[CheckpointFormat]]:
+    found: dict[str, list] = {"register_architectures": [], "register_formats": []}
+    kinds = {"register_architectures": ArchSpec, "register_formats": CheckpointFormat}
+    for hook_name, kind in kinds.items():
+        for impl in getattr(plugin_manager.hook, hook_name).get_hookimpls():
+            if impl.plugin is not plugin:
+                continue
+
+            def register(item: Any, kind: type = kind, hook_name: str = hook_name) -> None:
+                if not isinstance(item, kind):
+                    raise PluginError(f"{hook_name} takes revzoo.{kind.__name__}, got {type(item).__name__}")
+                found[hook_name].append(item)
+
+            impl.function(register=register)
+    return found["register_architectures"], found["register_formats"]
+
+
+def _merge(registry: Registry, plugin_name: str, archs: list[ArchSpec], formats: list[CheckpointFormat]) -> None:
+    """Adds one plugin's registrations, or none of them if any name is taken."""
+    claims = [(f"arch:{n}", spec) for spec in archs for n in (spec.name, *spec.aliases)]
+    claims += [(f"format:{fmt.name}", fmt) for fmt in formats]
+    seen: set[str] = set()
+    for key, _ in claims:
+        owner = registry.owners.get(key) or (plugin_name if key in seen else None)
+        if owner is not None:
+            kind, name = key.split(":", 1)
+            raise PluginError(
+                f"{'model' if kind == 'arch' else 'format'} name {name!r} is registered by both "
+                f"plugin {owner!r} and plugin {plugin_name!r}"
+            )
+        seen.add(key)
+    for key, item in claims:
+        registry.owners[key] = plugin_name
+        table = registry.architectures if key.startswith("arch:") else registry.formats
+        table[key.split(":", 1)[1]] = item
+
+
+def _build(strict: str | None = None) -> Registry:
+    registry = Registry(failures=dict(_state.import_failures))
+    for name, plugin in plugin_manager.list_name_plugin():
+        try:
+            _merge(registry, name, *_collect_plugin(name, plugin))
+        except Exception as err:
+            if name == strict:
+                raise
+            registry.failures[name] = _describe(err)
+            warnings.warn(f"revzoo plugin {name!r} failed to register: {_describe(err)}", stacklevel=3)
+    return registry
+
+
+def registry() -> Registry:
+    """Returns the registry, loading plugins and collecting their hooks on first use."""
+    load_plugins()
+    if _state.registry is None:
+        _state.registry = _build()
+    return _state.registry
+
+
+def plugin_version(name: str) -> str | None:
+    """Returns the distribution version of an entry-point plugin, if known."""
+    return _state.versions.get(name)
+
+
+def register_plugin(plugin: Any, name: str | None = None) -> str:
+    """Registers a module or object with `@revzoo.hookimpl` functions; returns its name.
+
+    Raises PluginError, leaving nothing registered, when its hooks are malformed, raise,
+    or claim a name another plugin already holds.
+    """
+    load_plugins()
+    try:
+        name = plugin_manager.register(plugin, name=name)
+    except (ValueError, pluggy.PluginValidationError) as err:
+        raise PluginError(f"cannot register plugin {name or plugin!r}: {_describe(err)}") from err
+    if name is None:
+        raise PluginError(f"plugin {plugin!r} is blocked or already registered")
+    try:
+        _state.registry = _build(strict=name)
+    except Exception as err:
+        plugin_manager.unregister(name=name)
+        _state.registry = None
+        raise PluginError(f"plugin {name!r} failed to register: {_describe(err)}") from err
+    return name
+
+
+def unregister_plugin(name: str) -> None:
+    """Removes a plugin registered by name; raises KeyError for a name not registered."""
+    if not plugin_manager.has_plugin(name):
+        raise KeyError(f"no plugin named {name!r}; registered: {sorted(n for n, _ in plugin_manager.list_name_plugin())}")
+    plugin_manager.unregister(name=name)
+    _state.registry = None

@@ -1,0 +1,145 @@
+"""create / list_models: timm-style access to what the plugins registered."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from torch import nn
+
+from ._plugins import plugin_manager, plugin_version, registry
+from ._spec import ArchSpec, CheckpointFormat
+from .errors import ConfigError, UnknownFormatError, UnknownModelError
+
+__all__ = ["create", "get_architecture", "get_format", "list_formats", "list_models", "plugins_info", "resolve"]
+
+REV_SUFFIX = "-rev"
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def list_models(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str] = ()) -> list[str]:
+    """Returns the registered model names matching the fnmatch pattern(s), naturally sorted.
+
+    Each architecture is listed under its name (its default form) and, when it has a
+    reversible form, under `NAME-rev`.
+
+    Example:
+        >>> revzoo.list_models("dalle*")
+        ['dalle', 'dalle-rev']
+    """
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    excludes = [exclude] if isinstance(exclude, str) else list(exclude)
+    names = set()
+    for spec in registry().architectures.values():
+        names.add(spec.name)
+        if "reversible" in spec.forms and len(spec.forms) > 1:
+            names.add(spec.name + REV_SUFFIX)
+    chosen = {n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+    chosen -= {n for n in chosen if any(fnmatch.fnmatchcase(n, p) for p in excludes)}
+    return sorted(chosen, key=_natural_key)
+
+
+def _unknown(name: str, known: Iterable[str], what: str, error: type[KeyError], command: str) -> KeyError:
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+    return error(f"unknown {what} {name!r}{hint} (see: revzoo {command})")
+
+
+def resolve(name: str) -> tuple[ArchSpec, str | None, str | None]:
+    """Returns `(spec, form implied by the name or None, sub-name or None)` for a model name."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    architectures = registry().architectures
+    base, _, subname = name.partition("/")
+    form = None
+    if base not in architectures and base.endswith(REV_SUFFIX):
+        base, form = base[: -len(REV_SUFFIX)], "reversible"
+    spec = architectures.get(base)
+    if spec is None or (subname and spec.subname_key is None):
+        raise _unknown(name, list_models(), "model", UnknownModelError, "list")
+    return spec, form, subname or None
+
+
+def get_architecture(name: str) -> ArchSpec:
+    """Returns the ArchSpec registered under `name` (or an alias, or its `-rev` name)."""
+    return resolve(name)[0]
+
+
+def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
+    """Builds a registered model; keyword arguments override the architecture's defaults.
+
+    A `-rev` name is the reversible form of the same architecture. Overrides that are
+    None are dropped, so unset command-line options never replace a default.
+
+    Example:
+        >>> model = revzoo.create("dalle-rev", depth=2, dim=64)
+        >>> revzoo.get_form(model)
+        'reversible'
+    """
+    spec, implied_form, subname = resolve(name)
+    if form is not None and implied_form is not None and form != implied_form:
+        raise ConfigError(f"model {name!r} is the {implied_form} form; it cannot be created with form={form!r}")
+    form = form or implied_form or spec.forms[0]
+    if form not in spec.forms:
+        raise ConfigError(f"architecture {spec.name!r} has no {form!r} form; it supports {', '.join(spec.forms)}")
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if subname is not None:
+        overrides[spec.subname_key] = subname
+    unknown = sorted(set(overrides) - set(spec.defaults))
+    if unknown and not spec.open_config:
+        raise TypeError(
+            f"{spec.name!r} got unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(spec.defaults))}"
+        )
+    config = {**spec.defaults, **overrides}
+    model = spec.builder(form=form, **config)
+    model.revzoo_architecture = spec.name
+    model.revzoo_config = config
+    return model
+
+
+def list_formats() -> list[str]:
+    """Returns the names of the registered foreign checkpoint formats, sorted."""
+    return sorted(registry().formats)
+
+
+def get_format(name: str) -> CheckpointFormat:
+    """Returns the CheckpointFormat registered under `name`."""
+    formats = registry().formats
+    if name not in formats:
+        raise _unknown(name, formats, "checkpoint format", UnknownFormatError, "plugins")
+    return formats[name]
+
+
+def plugins_info() -> list[dict[str, Any]]:
+    """Returns one record per plugin tried: name, version, hooks, models, formats, status, error."""
+    reg = registry()
+    records = []
+    for name, plugin in plugin_manager.list_name_plugin():
+        if plugin is None:
+            continue
+        hooks = sorted(caller.name for caller in plugin_manager.get_hookcallers(plugin) or [])
+        owned = [key.split(":", 1) for key, owner in reg.owners.items() if owner == name]
+        records.append(
+            {
+                "name": name,
+                "version": plugin_version(name),
+                "hooks": hooks,
+                "models": sorted(n for kind, n in owned if kind == "arch"),
+                "formats": sorted(n for kind, n in owned if kind == "format"),
+                "status": "failed" if name in reg.failures else "ok",
+                "error": reg.failures.get(name),
+            }
+        )
+    for name, error in reg.failures.items():
+        if not plugin_manager.has_plugin(name):
+            records.append(
+                {"name": name, "version": plugin_version(name), "hooks": [], "models": [], "formats": [],
+                 "status": "failed", "error": error}
+            )
+    return sorted(records, key=lambda record: record["name"])

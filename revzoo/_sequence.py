@@ -1,0 +1,165 @@
+"""ReversibleSequence: a stack of `(f, g)` blocks in the reversible or the sequential form."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ._coupling import CouplingRun, run_invert
+from ._layout import StreamLayout
+from ._routes import RoutesArg, RouteTable
+
+__all__ = ["Execution", "Form", "ReversibleSequence", "get_form", "set_execution", "set_form"]
+
+Form = Literal["reversible", "sequential"]
+Execution = Literal["invert", "autograd"]
+FORMS: tuple[str, ...] = ("reversible", "sequential")
+EXECUTIONS: tuple[str, ...] = ("invert", "autograd")
+
+
+class Block(nn.Module):
+    """One `(f, g)` pair; exists so that both forms keep the keys `blocks.{i}.f` and `blocks.{i}.g`."""
+
+    def __init__(self, f: nn.Module, g: nn.Module) -> None:
+        super().__init__()
+        self.f = f
+        self.g = g
+
+
+def _choice(value: str, valid: tuple[str, ...], what: str) -> str:
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(map(repr, valid))}")
+    return value
+
+
+class ReversibleSequence(nn.Module):
+    """Runs pairs of residual functions `(f, g)` reversibly or sequentially.
+
+    Reversible form: streams start as `(x, x)`, each block computes `y1 = x1 + f(x2)`,
+    `y2 = x2 + g(y1)`, and the output is `(y1 + y2) / 2`. With `execution="invert"`,
+    backward recomputes each block's inputs from its outputs, so activation memory does
+    not grow with depth; `execution="autograd"` differentiates the same function by
+    plain autograd (the gradient reference, and the path for `torch.compile`/export).
+
+    Sequential form: `x = x + f(x); x = x + g(x)` with the same parameters: a different
+    function, as `reversible=False` is in DALLE-pytorch.
+
+    Args:
+        blocks: the `(f, g)` module pairs; a module may appear in several blocks.
+        routes: which keyword arguments of a call reach `f`, `g` or both: one mapping for
+            all blocks or one per block.
+        layout: which element of tuple/dict data is the stream; None for a single tensor.
+        form: "reversible" or "sequential".
+        execution: "invert" or "autograd".
+
+    Example:
+        >>> stack = ReversibleSequence([(nn.Linear(8, 8), nn.Linear(8, 8))])
+        >>> stack(torch.randn(2, 8)).shape
+        torch.Size([2, 8])
+    """
+
+    def __init__(
+        self,
+        blocks: Iterable[tuple[nn.Module, nn.Module]],
+        routes: RoutesArg = None,
+        layout: StreamLayout | None = None,
+        form: Form = "reversible",
+        execution: Execution = "invert",
+    ) -> None:
+        super().__init__()
+        pairs = list(blocks)
+        for index, pair in enumerate(pairs):
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(m, nn.Module) for m in pair)):
+                raise TypeError(f"blocks[{index}] must be an (f, g) pair of nn.Modules, got {pair!r:.80}")
+        if layout is not None and not isinstance(layout, StreamLayout):
+            raise TypeError(f"layout must be a revzoo.StreamLayout or None, got {type(layout).__name__}")
+        self.blocks = nn.ModuleList(Block(f, g) for f, g in pairs)
+        self.routes = RouteTable(routes, len(pairs))
+        self.layout = layout
+        self.form = form
+        self.execution = execution
+        self.traces: list[dict] | None = None  # set by check_reversible to record reconstructions
+
+    @property
+    def form(self) -> str:
+        return self._form
+
+    @form.setter
+    def form(self, value: str) -> None:
+        self._form = _choice(value, FORMS, "form")
+
+    @property
+    def execution(self) -> str:
+        return self._execution
+
+    @execution.setter
+    def execution(self, value: str) -> None:
+        self._execution = _choice(value, EXECUTIONS, "execution")
+
+    def extra_repr(self) -> str:
+        return f"form={self.form!r}, execution={self.execution!r}, depth={len(self.blocks)}"
+
+    def forward(self, data: Any, **kwargs: Any) -> Any:
+        self.routes.check(kwargs)
+        if self.layout is None:
+            stream, context = data, {}
+            if not isinstance(stream, torch.Tensor):
+                raise TypeError(f"this stack takes one tensor (it has no StreamLayout), got {type(data).__name__}")
+        else:
+            stream, context = self.layout.split(data)
+        trace = None
+        if self.traces is not None:
+            trace = {"inputs": [], "reconstructed": {}}
+            self.traces.append(trace)
+        run = CouplingRun([(b.f, b.g) for b in self.blocks], self.routes, kwargs, context, trace)
+        output = self._run(run, stream)
+        return output if self.layout is None else self.layout.join(data, output)
+
+    def _run(self, run: CouplingRun, stream: torch.Tensor) -> torch.Tensor:
+        if self.form == "sequential":
+            for index, (f, g) in enumerate(run.blocks):
+                f_kwargs, g_kwargs = run.branch_kwargs(index)
+                stream = stream + f(stream, **f_kwargs)
+                stream = stream + g(stream, **g_kwargs)
+            return stream
+        if self.execution == "invert" and torch.is_grad_enabled():
+            y1, y2 = run_invert(run, stream)
+        else:
+            y1 = y2 = stream
+            for index, (f, g) in enumerate(run.blocks):
+                f_kwargs, g_kwargs = run.branch_kwargs(index)
+                y1 = y1 + f(y2, **f_kwargs)
+                y2 = y2 + g(y1, **g_kwargs)
+        return (y1 + y2) / 2
+
+
+def _stacks(model: nn.Module) -> list[ReversibleSequence]:
+    stacks = [m for m in model.modules() if isinstance(m, ReversibleSequence)]
+    if not stacks:
+        raise TypeError(f"{type(model).__name__} contains no revzoo.ReversibleSequence")
+    return stacks
+
+
+def set_form(model: nn.Module, form: Form) -> nn.Module:
+    """Sets the form of every ReversibleSequence inside `model`; returns `model`."""
+    for stack in _stacks(model):
+        stack.form = form
+    return model
+
+
+def set_execution(model: nn.Module, execution: Execution) -> nn.Module:
+    """Sets the execution of every ReversibleSequence inside `model`; returns `model`."""
+    for stack in _stacks(model):
+        stack.execution = execution
+    return model
+
+
+def get_form(model: nn.Module) -> str:
+    """Returns the form shared by every ReversibleSequence inside `model`."""
+    forms = {stack.form for stack in _stacks(model)}
+    if len(forms) != 1:
+        raise ValueError(f"{type(model).__name__} mixes forms {sorted(forms)}; set one with revzoo.set_form")
+    return forms.pop()

@@ -1,0 +1,108 @@
+"""What plugins register: architecture specs and foreign checkpoint formats."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._layout import StreamLayout
+from ._sequence import FORMS
+from .errors import PluginError
+
+__all__ = ["ArchSpec", "CheckpointFormat", "ImportedCheckpoint"]
+
+_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+def _check_name(name: Any, what: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name) or name.endswith("-rev"):
+        raise PluginError(
+            f"{what} name {name!r} must be lowercase words joined by '-' and not end in '-rev' "
+            "(the reversible form's name is derived)"
+        )
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """An architecture as a plugin registers it; validated in full on construction.
+
+    `builder(*, form, **config)` returns an nn.Module holding ReversibleSequence stacks.
+    `defaults` names every config key the builder accepts. `routes` and `layout` document
+    the engine declarations the builder uses (shown by `revzoo info`). When `subname_key`
+    is set, `create("NAME/SUB")` passes SUB as that config key; with `open_config`, unknown
+    overrides reach the builder instead of raising (for wrappers such as timm's models).
+    `example_inputs(model, generator)` returns `(args, kwargs)` of a small seeded call, used
+    by `revzoo convert --probe`, `revzoo bench` and the model cards.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    description: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    forms: tuple[str, ...] = FORMS
+    routes: Mapping[str, str] = field(default_factory=dict)
+    layout: StreamLayout | None = None
+    card: str | None = None
+    aliases: tuple[str, ...] = ()
+    subname_key: str | None = None
+    open_config: bool = False
+    example_inputs: Callable[[nn.Module, torch.Generator], tuple[tuple, dict]] | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "architecture")
+        for alias in self.aliases:
+            _check_name(alias, f"alias of {self.name!r}:")
+        if not callable(self.builder):
+            raise PluginError(f"architecture {self.name!r}: builder must be callable, got {self.builder!r}")
+        if not isinstance(self.description, str) or not self.description or "\n" in self.description:
+            raise PluginError(f"architecture {self.name!r}: description must be one non-empty line")
+        if not self.forms or any(form not in FORMS for form in self.forms):
+            raise PluginError(f"architecture {self.name!r}: forms {self.forms!r} must be a non-empty subset of {FORMS}")
+        if self.layout is not None and not isinstance(self.layout, StreamLayout):
+            raise PluginError(f"architecture {self.name!r}: layout must be a revzoo.StreamLayout or None")
+        try:
+            json.dumps(dict(self.defaults))
+        except TypeError as err:
+            raise PluginError(f"architecture {self.name!r}: defaults must be JSON-serialisable ({err})") from err
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        object.__setattr__(self, "routes", MappingProxyType(dict(self.routes)))
+        object.__setattr__(self, "forms", tuple(self.forms))
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+
+
+@dataclass(frozen=True)
+class ImportedCheckpoint:
+    """What a format's reader returns: enough to build the model and load its tensors."""
+
+    architecture: str
+    config: Mapping[str, Any]
+    form: str
+    tensors: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """A foreign checkpoint layout (e.g. DALLE-pytorch's) that revzoo can import and maybe export.
+
+    `read(obj, **options)` takes what revzoo read from the file without pickle (a dict of
+    tensors for safetensors, the `torch.load(weights_only=True)` object for .pt files) and
+    returns an ImportedCheckpoint. `write(model)` returns the object to save in the foreign
+    layout, or is None when exporting is not supported.
+    """
+
+    name: str
+    description: str
+    read: Callable[..., ImportedCheckpoint]
+    write: Callable[[nn.Module], Any] | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "format")
+        if not callable(self.read) or (self.write is not None and not callable(self.write)):
+            raise PluginError(f"format {self.name!r}: read (and write, if given) must be callable")

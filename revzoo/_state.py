@@ -1,0 +1,119 @@
+"""Fitting a set of named tensors into a model: checked in full before anything is copied."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+__all__ = ["TensorSource", "check_fit", "fit_tensors", "tied_groups"]
+
+_SAFETENSORS_DTYPES = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32,
+    "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "U16": torch.uint16, "U32": torch.uint32,
+    "U64": torch.uint64, "C64": torch.complex64,
+}
+_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class TensorSource:
+    """Named tensors whose shapes and dtypes are known before their data is read."""
+
+    shapes: Mapping[str, tuple[int, ...]]
+    dtypes: Mapping[str, torch.dtype]
+    get: Callable[[str], torch.Tensor]
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor]) -> TensorSource:
+        return cls({k: tuple(v.shape) for k, v in tensors.items()}, {k: v.dtype for k, v in tensors.items()},
+                   tensors.__getitem__)
+
+    @classmethod
+    def from_safetensors(cls, handle) -> TensorSource:
+        shapes, dtypes = {}, {}
+        for key in handle.keys():
+            tensor_slice = handle.get_slice(key)
+            shapes[key] = tuple(tensor_slice.get_shape())
+            dtypes[key] = _SAFETENSORS_DTYPES.get(tensor_slice.get_dtype(), torch.float32)
+        return cls(shapes, dtypes, handle.get_tensor)
+
+
+def tied_groups(model: nn.Module) -> list[list[str]]:
+    """Returns the model's state-dict names grouped by the tensor they name (tied weights share a group)."""
+    groups: dict[int, list[str]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(tensor), []).append(name)
+    return list(groups.values())
+
+
+def _kind(dtype: torch.dtype) -> int:
+    if dtype == torch.bool:
+        return 0
+    if dtype.is_complex:
+        return 3
+    return 2 if dtype.is_floating_point else 1
+
+
+def _listing(label: str, items: list[str]) -> str:
+    more = f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
+    return f"{len(items)} {label} [{', '.join(items[:_SHOWN])}{more}]"
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def check_fit(
+    model: nn.Module, source: TensorSource, origin: str, aliases: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """Returns `(model name, source name)` pairs to copy, or raises CheckpointError naming every misfit.
+
+    Every tied group of the model must find exactly one tensor (under any of its names, or
+    through `aliases`, the file's record of names it stored once); every tensor of the
+    source must belong to the model; shapes must match; dtypes must fit (float into an
+    integer buffer, say, is refused).
+    """
+    aliases = dict(aliases or {})
+    targets = model.state_dict(keep_vars=True)
+    plan: list[tuple[str, str]] = []  # (model name, source name)
+    used: set[str] = set()
+    missing, wrong_shape, wrong_dtype = [], [], []
+    for group in tied_groups(model):
+        found = [n for n in group if n in source.shapes] or [aliases[n] for n in group if aliases.get(n) in source.shapes]
+        if not found:
+            missing.append(f"{group[0]} {_shape(tuple(targets[group[0]].shape))}")
+            continue
+        used.update(n for n in group if n in source.shapes)
+        used.update(found)
+        name, target = found[0], targets[group[0]]
+        if source.shapes[name] != tuple(target.shape):
+            wrong_shape.append(f"{name}: file {_shape(source.shapes[name])} vs model {_shape(tuple(target.shape))}")
+        elif _kind(source.dtypes[name]) > _kind(target.dtype):
+            wrong_dtype.append(f"{name}: file {source.dtypes[name]} into model {target.dtype}")
+        else:
+            plan.append((group[0], name))
+    unexpected = [f"{k} {_shape(source.shapes[k])}" for k in sorted(set(source.shapes) - used)]
+    problems = [
+        _listing(label, sorted(items))
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("with the wrong shape", wrong_shape),
+                             ("of a dtype the model cannot hold", wrong_dtype))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(f"{origin}: tensors do not fit the model: " + "; ".join(problems))
+    return plan
+
+
+def fit_tensors(model: nn.Module, source: TensorSource, origin: str, aliases: Mapping[str, str] | None = None) -> None:
+    """Copies `source` into `model`'s parameters and buffers, tensor by tensor, after `check_fit` passed."""
+    plan = check_fit(model, source, origin, aliases)
+    targets = model.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for target_name, source_name in plan:
+            targets[target_name].copy_(source.get(source_name))

@@ -1,0 +1,145 @@
+"""The `revzoo` command line: parses arguments and calls the public functions.
+
+Bad input ends with one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import _checkpoint, _registry
+from .errors import RevzooError
+
+__all__ = ["main"]
+
+EXIT_BAD_INPUT = 2
+
+
+def _cmd_list(args: argparse.Namespace) -> None:
+    for name in _registry.list_models(args.pattern):
+        print(name)
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    spec, form, subname = _registry.resolve(args.name)
+    layout = spec.layout
+    info = {
+        "name": spec.name,
+        "aliases": list(spec.aliases),
+        "description": spec.description,
+        "forms": list(spec.forms),
+        "default form": form or spec.forms[0],
+        "defaults": dict(spec.defaults),
+        "routes": dict(spec.routes) or "none (only the stream reaches f and g)",
+        "stream layout": (
+            "a single tensor" if layout is None else {"stream": layout.stream, "fields": layout.fields or "dict"}
+        ),
+        "card": spec.card,
+        "plugin": _registry.registry().owners.get(f"arch:{spec.name}"),
+    }
+    if subname:
+        info["subname"] = {spec.subname_key: subname}
+    width = max(map(len, info))
+    for key, value in info.items():
+        shown = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
+        print(f"{key:<{width}}  {shown}")
+
+
+def _cmd_plugins(args: argparse.Namespace) -> None:
+    print(json.dumps(_registry.plugins_info(), indent=2))
+
+
+def _cmd_convert(args: argparse.Namespace) -> None:
+    path = _checkpoint.convert(args.src, args.dst, args.to, overwrite=args.overwrite)
+    print(f"wrote {path} (form {args.to}); the tensors are unchanged, but the two forms compute different functions")
+    if args.probe:
+        print(f"probe: max |reversible - sequential| output difference = {_checkpoint.probe_forms(path):.3e}")
+
+
+def _cmd_import(args: argparse.Namespace) -> None:
+    options = {"model": args.model} if args.model else {}
+    path = _checkpoint.import_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite, **options)
+    print(f"wrote {path}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    path = _checkpoint.export_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite)
+    print(f"wrote {path}")
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from ._bench import run_bench
+
+    run_bench(quick=args.quick, out_dir=args.out)
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from ._demo import run_demo
+
+    run_demo(out_dir=args.out)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="revzoo", description="A model zoo of reversible networks for PyTorch.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub = commands.add_parser("list", help="list registered models (fnmatch pattern)")
+    sub.add_argument("pattern", nargs="?", default="*")
+    sub.set_defaults(run=_cmd_list)
+
+    sub = commands.add_parser("info", help="show an architecture's spec: config, forms, routes, layout, card")
+    sub.add_argument("name")
+    sub.set_defaults(run=_cmd_info)
+
+    sub = commands.add_parser("plugins", help="show plugins as JSON: name, version, hooks, models, status")
+    sub.set_defaults(run=_cmd_plugins)
+
+    sub = commands.add_parser("convert", help="convert a revzoo checkpoint to the other form")
+    sub.add_argument("src")
+    sub.add_argument("dst")
+    sub.add_argument("--to", required=True, choices=("reversible", "sequential"))
+    sub.add_argument("--probe", action="store_true", help="run both forms on a seeded input and print the difference")
+    sub.add_argument("--overwrite", action="store_true")
+    sub.set_defaults(run=_cmd_convert)
+
+    sub = commands.add_parser("import", help="import a foreign checkpoint (see `revzoo plugins` for formats)")
+    sub.add_argument("format")
+    sub.add_argument("src")
+    sub.add_argument("dst")
+    sub.add_argument("--model", help="the foreign model name, where the format needs one (e.g. timm)")
+    sub.add_argument("--overwrite", action="store_true")
+    sub.set_defaults(run=_cmd_import)
+
+    sub = commands.add_parser("export", help="export a revzoo checkpoint back to a foreign format")
+    sub.add_argument("format")
+    sub.add_argument("src")
+    sub.add_argument("dst")
+    sub.add_argument("--overwrite", action="store_true")
+    sub.set_defaults(run=_cmd_export)
+
+    sub = commands.add_parser("bench", help="measure memory against depth and step time of the forms")
+    sub.add_argument("--quick", action="store_true", help="fewer depths and rounds")
+    sub.add_argument("--out", default="bench-results", help="directory for the table and plot")
+    sub.set_defaults(run=_cmd_bench)
+
+    sub = commands.add_parser("demo", help="train, save, convert, reload and sample a small model")
+    sub.add_argument("--out", default="revzoo-demo", help="directory for what the demo writes")
+    sub.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        args.run(args)
+    except RevzooError as err:
+        print(f"revzoo: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("revzoo: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,42 @@
+"""revzoo's exceptions: each is a RevzooError and the builtin a caller would expect."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "PluginError",
+    "RevzooError",
+    "UnknownFormatError",
+    "UnknownModelError",
+]
+
+
+class RevzooError(Exception):
+    """Base class of every error revzoo raises on bad input; the CLI prints these as one line."""
+
+
+class UnknownModelError(RevzooError, KeyError):
+    """A model name that no plugin registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownFormatError(RevzooError, KeyError):
+    """A foreign checkpoint format that no plugin registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(RevzooError, ValueError):
+    """Hyperparameters that do not describe a valid model."""
+
+
+class PluginError(RevzooError, ValueError):
+    """A plugin registered something invalid or conflicting."""
+
+
+class CheckpointError(RevzooError, ValueError):
+    """A checkpoint that is missing, corrupt, unsafe, or does not fit the model."""

@@ -1,0 +1,39 @@
+"""Shared fixtures: no plugin autoload, and plugins registered for one test at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import revzoo
+from revzoo import _plugins
+
+
+@pytest.fixture(autouse=True)
+def no_plugin_autoload(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test sees only the plugins it registers; the entry points are not loaded."""
+    monkeypatch.setenv("REVZOO_LOAD_PLUGINS", "")
+    monkeypatch.delenv("REVZOO_DISABLE_PLUGINS", raising=False)
+    _plugins._state.registry = None
+    yield
+    _plugins._state.registry = None
+
+
+@pytest.fixture
+def register_plugin() -> Iterator[Callable[..., str]]:
+    """Returns `register(obj, name)`; everything it registered is unregistered after the test."""
+    names: list[str] = []
+
+    def register(plugin: Any, name: str | None = None) -> str:
+        registered = revzoo.register_plugin(plugin, name=name)
+        names.append(registered)
+        return registered
+
+    try:
+        yield register
+    finally:
+        for name in reversed(names):
+            if _plugins.plugin_manager.has_plugin(name):
+                revzoo.unregister_plugin(name)
