@@ -14,7 +14,9 @@ from ._plugins import plugin_manager, plugin_version, registry
 from ._spec import ArchSpec, CheckpointFormat
 from .errors import ConfigError, UnknownFormatError, UnknownModelError
 
-__all__ = ["create", "get_architecture", "get_format", "list_formats", "list_models", "plugins_info", "resolve"]
+__all__ = [
+    "create",
+    "default_form", "get_architecture", "get_format", "list_formats", "list_models", "plugins_info", "resolve"]
 
 REV_SUFFIX = "-rev"
 
@@ -66,6 +68,11 @@ def resolve(name: str) -> tuple[ArchSpec, str | None, str | None]:
     return spec, form, subname or None
 
 
+def default_form(spec: ArchSpec) -> str:
+    """Returns the form of the bare name: sequential when it exists ("NAME-rev" is the reversible one)."""
+    return "sequential" if "sequential" in spec.forms else spec.forms[0]
+
+
 def get_architecture(name: str) -> ArchSpec:
     """Returns the ArchSpec registered under `name` (or an alias, or its `-rev` name)."""
     return resolve(name)[0]
@@ -85,7 +92,7 @@ def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
     spec, implied_form, subname = resolve(name)
     if form is not None and implied_form is not None and form != implied_form:
         raise ConfigError(f"model {name!r} is the {implied_form} form; it cannot be created with form={form!r}")
-    form = form or implied_form or spec.forms[0]
+    form = form or implied_form or default_form(spec)
     if form not in spec.forms:
         raise ConfigError(f"architecture {spec.name!r} has no {form!r} form; it supports {', '.join(spec.forms)}")
     overrides = {key: value for key, value in overrides.items() if value is not None}

@@ -31,7 +31,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
         "aliases": list(spec.aliases),
         "description": spec.description,
         "forms": list(spec.forms),
-        "default form": form or spec.forms[0],
+        "form of this name": form or _registry.default_form(spec),
         "defaults": dict(spec.defaults),
         "routes": dict(spec.routes) or "none (only the stream reaches f and g)",
         "stream layout": (

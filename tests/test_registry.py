@@ -1,0 +1,215 @@
+"""The plugin registry: hooks, isolation, duplicates, environment control, create/list."""
+
+from __future__ import annotations
+
+import sys
+import types
+from importlib import metadata
+
+import pytest
+import torch
+from torch import nn
+
+import revzoo
+from helpers import pairs
+from revzoo import _plugins
+
+
+class TinyModel(nn.Module):
+    def __init__(self, dim: int, depth: int, form: str) -> None:
+        super().__init__()
+        self.stack = revzoo.ReversibleSequence(pairs(depth, dim), form=form)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stack(x)
+
+
+def build_tiny(*, form: str, dim: int, depth: int) -> TinyModel:
+    return TinyModel(dim, depth, form)
+
+
+def tiny_spec(name: str = "tiny", **fields) -> revzoo.ArchSpec:
+    return revzoo.ArchSpec(
+        name=name, builder=build_tiny, description="a tiny test stack", defaults={"dim": 4, "depth": 2}, **fields
+    )
+
+
+def plugin_of(*specs: revzoo.ArchSpec):
+    class Plugin:
+        @revzoo.hookimpl
+        def register_architectures(self, register):
+            for spec in specs:
+                register(spec)
+
+    return Plugin()
+
+
+def test_register_create_and_list(register_plugin) -> None:
+    register_plugin(plugin_of(tiny_spec(), tiny_spec("tiny-wide", aliases=("wide",))), name="tiny")
+    assert revzoo.list_models("tiny*") == ["tiny", "tiny-rev", "tiny-wide", "tiny-wide-rev"]
+    assert revzoo.list_models("tiny*", exclude="*-rev") == ["tiny", "tiny-wide"]
+    model = revzoo.create("tiny-rev", depth=3)
+    assert revzoo.get_form(model) == "reversible" and len(model.stack.blocks) == 3
+    assert model.revzoo_architecture == "tiny" and model.revzoo_config == {"dim": 4, "depth": 3}
+    assert revzoo.get_form(revzoo.create("tiny")) == "sequential"
+    assert revzoo.get_form(revzoo.create("tiny", form="reversible")) == "reversible"
+    assert revzoo.get_architecture("wide").name == "tiny-wide"
+    assert revzoo.create("tiny", depth=None).revzoo_config["depth"] == 2  # None never overrides a default
+
+
+def test_create_errors(register_plugin) -> None:
+    register_plugin(plugin_of(tiny_spec(), tiny_spec("seqonly", forms=("sequential",))), name="tiny")
+    with pytest.raises(revzoo.UnknownModelError, match=r"unknown model 'tinny'; did you mean 'tiny'") as info:
+        revzoo.create("tinny")
+    assert isinstance(info.value, KeyError)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) width; valid: depth, dim"):
+        revzoo.create("tiny", width=3)
+    with pytest.raises(revzoo.ConfigError, match="has no 'reversible' form"):
+        revzoo.create("seqonly", form="reversible")
+    with pytest.raises(revzoo.ConfigError, match="cannot be created with form='sequential'"):
+        revzoo.create("tiny-rev", form="sequential")
+    assert "seqonly-rev" not in revzoo.list_models()
+
+
+def test_subname_and_open_config(register_plugin) -> None:
+    seen = {}
+
+    def build(*, form, family, **kwargs):
+        seen.update(family=family, **kwargs)
+        return build_tiny(form=form, dim=4, depth=1)
+
+    spec = revzoo.ArchSpec(name="fam", builder=build, description="d", defaults={"family": None},
+                           subname_key="family", open_config=True)
+    register_plugin(plugin_of(spec), name="fam")
+    revzoo.create("fam/small-one", width=7)
+    assert seen == {"family": "small-one", "width": 7}
+    with pytest.raises(revzoo.UnknownModelError):
+        revzoo.create("tiny/x")
+
+
+def test_duplicate_names_name_both_plugins(register_plugin) -> None:
+    register_plugin(plugin_of(tiny_spec()), name="first")
+    with pytest.raises(revzoo.PluginError, match="'tiny' is registered by both plugin 'first' and plugin 'second'"):
+        register_plugin(plugin_of(tiny_spec()), name="second")
+    assert not _plugins.plugin_manager.has_plugin("second")  # nothing left behind
+    assert revzoo.list_models("tiny") == ["tiny"]
+
+
+def test_hookimpl_with_unknown_argument_is_rejected() -> None:
+    class Bad:
+        @revzoo.hookimpl
+        def register_architectures(self, register, extra):
+            pass
+
+    with pytest.raises(revzoo.PluginError, match="cannot register plugin"):
+        revzoo.register_plugin(Bad(), name="bad")
+    assert not _plugins.plugin_manager.has_plugin("bad")
+
+
+def test_invalid_specs_are_rejected() -> None:
+    with pytest.raises(revzoo.PluginError, match="must be lowercase"):
+        tiny_spec("Tiny_Model")
+    with pytest.raises(revzoo.PluginError, match="not end in '-rev'"):
+        tiny_spec("tiny-rev")
+    with pytest.raises(revzoo.PluginError, match="JSON-serialisable"):
+        revzoo.ArchSpec(name="x", builder=build_tiny, description="d", defaults={"dim": object()})
+    with pytest.raises(revzoo.PluginError, match="forms"):
+        tiny_spec(forms=("reversable",))
+
+
+def test_plugin_raising_while_registering_is_isolated(register_plugin) -> None:
+    class Raises:
+        @revzoo.hookimpl
+        def register_architectures(self, register):
+            register(tiny_spec("half"))
+            raise RuntimeError("boom")
+
+    with pytest.raises(revzoo.PluginError, match="failed to register: RuntimeError: boom"):
+        revzoo.register_plugin(Raises(), name="raises")
+    register_plugin(plugin_of(tiny_spec()), name="good")
+    assert revzoo.list_models() == ["tiny", "tiny-rev"]  # the half registration did not leak
+
+
+class FakeEntryPoint:
+    def __init__(self, name: str, load) -> None:
+        self.name, self._load, self.dist = name, load, None
+
+    def load(self):
+        return self._load()
+
+
+@pytest.fixture
+def entry_points(monkeypatch):
+    """Three entry points: one good, one that fails to import, one that raises while registering."""
+
+    def broken_import():
+        raise ImportError("No module named 'missing_dependency'")
+
+    class RaisesOnRegister:
+        @revzoo.hookimpl
+        def register_architectures(self, register):
+            raise ValueError("bad config table")
+
+    points = [
+        FakeEntryPoint("good", lambda: plugin_of(tiny_spec())),
+        FakeEntryPoint("broken", broken_import),
+        FakeEntryPoint("raiser", RaisesOnRegister),
+    ]
+    monkeypatch.setattr(metadata, "entry_points", lambda group: points if group == "revzoo" else [])
+    saved_attempted = set(_plugins._state.attempted)
+    saved_failures = dict(_plugins._state.import_failures)
+    yield
+    for point in points:
+        if _plugins.plugin_manager.has_plugin(point.name):
+            _plugins.plugin_manager.unregister(name=point.name)
+    _plugins._state.attempted.clear()
+    _plugins._state.attempted.update(saved_attempted)
+    _plugins._state.import_failures.clear()
+    _plugins._state.import_failures.update(saved_failures)
+
+
+def test_entry_points_load_in_isolation(entry_points, monkeypatch) -> None:
+    monkeypatch.delenv("REVZOO_LOAD_PLUGINS")
+    with pytest.warns(UserWarning) as warned:
+        assert revzoo.list_models() == ["tiny", "tiny-rev"]
+    messages = sorted(str(w.message) for w in warned)
+    assert any("'broken' failed to load: ImportError" in m for m in messages)
+    assert any("'raiser' failed to register: ValueError: bad config table" in m for m in messages)
+    assert len(messages) == 2  # reported once each
+    revzoo.list_models()  # no second warning: the registry is cached
+    status = {record["name"]: record for record in revzoo.plugins_info()}
+    assert status["good"]["status"] == "ok" and status["good"]["models"] == ["tiny"]
+    assert status["broken"]["status"] == "failed" and "missing_dependency" in status["broken"]["error"]
+    assert status["raiser"]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "variable,value,loaded",
+    [("REVZOO_LOAD_PLUGINS", "good", {"good"}), ("REVZOO_LOAD_PLUGINS", "", set()),
+     ("REVZOO_DISABLE_PLUGINS", "broken,raiser", {"good"})],
+)
+def test_environment_controls_autoload(entry_points, monkeypatch, variable, value, loaded) -> None:
+    monkeypatch.delenv("REVZOO_LOAD_PLUGINS")
+    monkeypatch.setenv(variable, value)
+    revzoo.list_models()
+    assert {n for n, _ in _plugins.plugin_manager.list_name_plugin()} & {"good", "broken", "raiser"} == loaded
+
+
+def test_import_revzoo_loads_no_plugin() -> None:
+    code = "import sys, revzoo; print(any(m.startswith('revzoo_') for m in sys.modules))"
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_unregister_unknown_plugin() -> None:
+    with pytest.raises(KeyError, match="no plugin named 'nope'"):
+        revzoo.unregister_plugin("nope")
+
+
+def test_module_plugin(register_plugin) -> None:
+    module = types.ModuleType("tiny_module_plugin")
+    module.register_architectures = revzoo.hookimpl(lambda register: register(tiny_spec("modular")))
+    register_plugin(module)
+    assert "modular" in revzoo.list_models()
