@@ -14,7 +14,15 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ._io import SAFETENSORS_SUFFIX, atomic_write, check_output, open_safetensors, read_foreign, require_file, tensor_items
+from ._io import (
+    SAFETENSORS_SUFFIX,
+    atomic_write,
+    check_output,
+    open_safetensors,
+    read_foreign,
+    require_file,
+    tensor_items,
+)
 from ._registry import create, get_format, resolve
 from ._sequence import FORMS, get_form
 from ._state import TensorSource, check_fit, fit_tensors, tied_groups

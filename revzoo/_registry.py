@@ -16,7 +16,14 @@ from .errors import ConfigError, UnknownFormatError, UnknownModelError
 
 __all__ = [
     "create",
-    "default_form", "get_architecture", "get_format", "list_formats", "list_models", "plugins_info", "resolve"]
+    "default_form",
+    "get_architecture",
+    "get_format",
+    "list_formats",
+    "list_models",
+    "plugins_info",
+    "resolve",
+]
 
 REV_SUFFIX = "-rev"
 

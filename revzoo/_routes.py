@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 __all__ = ["Branch", "RouteTable", "RoutesArg"]
 
 Branch = Literal["f", "g", "both"]
-RoutesArg = Union[Mapping[str, Branch], Sequence[Mapping[str, Branch]], None]
+RoutesArg = Mapping[str, Branch] | Sequence[Mapping[str, Branch]] | None
 
 _BRANCHES: dict[str, tuple[bool, bool]] = {"f": (True, False), "g": (False, True), "both": (True, True)}
 
