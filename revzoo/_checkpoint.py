@@ -64,17 +64,23 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
         >>> revzoo.save(revzoo.create("dalle-rev", depth=2), "dalle.safetensors")
     """
     state = model.state_dict(keep_vars=True)
-    tensors: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    storages: set[int] = set()
-    for group in tied_groups(model):
-        tensor = state[group[0]].detach()
-        pointer = tensor.untyped_storage().data_ptr() if tensor.numel() else 0
-        tensors[group[0]] = tensor.contiguous() if pointer not in storages else tensor.clone()
-        storages.add(pointer)
-        aliases.update({name: group[0] for name in group[1:]})
+    groups = tied_groups(model)
+    aliases = {name: group[0] for group in groups for name in group[1:]}
     metadata = _metadata(model, aliases)
-    return atomic_write(path, lambda tmp: save_file({k: v.cpu() for k, v in tensors.items()}, tmp, metadata))
+    tensors = _unshared({group[0]: state[group[0]] for group in groups})
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata))
+
+
+def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Returns contiguous CPU copies-or-views that safetensors accepts: no two share storage."""
+    result: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu()
+        pointer = tensor.untyped_storage().data_ptr() if tensor.numel() else 0
+        result[name] = tensor.clone() if pointer in storages else tensor.contiguous()
+        storages.add(pointer)
+    return result
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -214,7 +220,7 @@ def export_checkpoint(format_name: str, src: str | os.PathLike, dst: str | os.Pa
     check_output(src, dst, overwrite)
     exported = fmt.write(load(src))
     if Path(dst).suffix.lower() == SAFETENSORS_SUFFIX:
-        tensors = {k: v.detach().contiguous() for k, v in tensor_items(exported).items()}
+        tensors = _unshared(tensor_items(exported))
         return atomic_write(dst, lambda tmp: save_file(tensors, tmp))
     return atomic_write(dst, lambda tmp: torch.save(exported, tmp))
 

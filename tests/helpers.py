@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import revzoo
+
 
 class Branch(nn.Module):
     """A residual branch with dropout that uses every keyword it is given, so gradients reach them."""
@@ -40,3 +42,40 @@ def assert_same_grads(reference, candidate, names, atol: float = 1e-10) -> None:
         assert want is not None and got is not None, f"{name}: no gradient"
         assert want.abs().max() > 0, f"{name}: zero reference gradient, the comparison would prove nothing"
         torch.testing.assert_close(got, want, atol=atol, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
+
+
+class TinyModel(nn.Module):
+    def __init__(self, dim: int, depth: int, form: str) -> None:
+        super().__init__()
+        self.stack = revzoo.ReversibleSequence(pairs(depth, dim), form=form)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stack(x)
+
+
+def build_tiny(*, form: str, dim: int, depth: int) -> TinyModel:
+    return TinyModel(dim, depth, form)
+
+
+def tiny_example_inputs(model: TinyModel, generator: torch.Generator) -> tuple[tuple, dict]:
+    dim = model.stack.blocks[0].f.linear.in_features
+    return (torch.randn(2, dim, generator=generator),), {}
+
+
+def tiny_spec(name: str = "tiny", **fields) -> revzoo.ArchSpec:
+    fields.setdefault("example_inputs", tiny_example_inputs)
+    return revzoo.ArchSpec(
+        name=name, builder=build_tiny, description="a tiny test stack", defaults={"dim": 4, "depth": 2}, **fields
+    )
+
+
+def plugin_of(*specs: revzoo.ArchSpec):
+    class Plugin:
+        @revzoo.hookimpl
+        def register_architectures(self, register):
+            for spec in specs:
+                register(spec)
+
+    return Plugin()
+
+

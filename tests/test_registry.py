@@ -7,41 +7,10 @@ import types
 from importlib import metadata
 
 import pytest
-import torch
-from torch import nn
 
 import revzoo
-from helpers import pairs
+from helpers import build_tiny, plugin_of, tiny_spec
 from revzoo import _plugins
-
-
-class TinyModel(nn.Module):
-    def __init__(self, dim: int, depth: int, form: str) -> None:
-        super().__init__()
-        self.stack = revzoo.ReversibleSequence(pairs(depth, dim), form=form)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stack(x)
-
-
-def build_tiny(*, form: str, dim: int, depth: int) -> TinyModel:
-    return TinyModel(dim, depth, form)
-
-
-def tiny_spec(name: str = "tiny", **fields) -> revzoo.ArchSpec:
-    return revzoo.ArchSpec(
-        name=name, builder=build_tiny, description="a tiny test stack", defaults={"dim": 4, "depth": 2}, **fields
-    )
-
-
-def plugin_of(*specs: revzoo.ArchSpec):
-    class Plugin:
-        @revzoo.hookimpl
-        def register_architectures(self, register):
-            for spec in specs:
-                register(spec)
-
-    return Plugin()
 
 
 def test_register_create_and_list(register_plugin) -> None:
