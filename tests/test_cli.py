@@ -1,0 +1,56 @@
+"""The command line: output of list/info/plugins, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import plugin_of, tiny_spec
+from revzoo.cli import main
+
+
+@pytest.fixture(autouse=True)
+def tiny(register_plugin):
+    register_plugin(plugin_of(tiny_spec(card="model_cards/tiny.md")), name="tiny-plugin")
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list(capsys) -> None:
+    assert run(capsys, "list") == (0, "tiny\ntiny-rev\n", "")
+    assert run(capsys, "list", "*-rev") == (0, "tiny-rev\n", "")
+
+
+def test_info_shows_the_whole_spec(capsys) -> None:
+    code, out, _ = run(capsys, "info", "tiny-rev")
+    assert code == 0
+    for expected in ("name", "a tiny test stack", "form of this name  reversible", '"dim": 4',
+                     "stream layout", "a single tensor", "model_cards/tiny.md", "plugin", "tiny-plugin"):
+        assert expected in out
+
+
+def test_plugins_is_json(capsys) -> None:
+    code, out, _ = run(capsys, "plugins")
+    (record,) = [r for r in json.loads(out) if r["name"] == "tiny-plugin"]
+    assert code == 0 and record["status"] == "ok" and record["hooks"] == ["register_architectures"]
+    assert record["models"] == ["tiny"]
+
+
+def test_unknown_name_is_one_line_exit_2(capsys) -> None:
+    code, out, err = run(capsys, "info", "tinny-rev")
+    assert code == 2 and out == ""
+    assert err == "revzoo: error: unknown model 'tinny-rev'; did you mean 'tiny-rev' or 'tiny'? (see: revzoo list)\n"
+
+
+def test_python_dash_m_and_bad_arguments() -> None:
+    result = subprocess.run([sys.executable, "-m", "revzoo", "convert", "a", "b", "--to", "backwards"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "invalid choice: 'backwards'" in result.stderr
+    assert "Traceback" not in result.stderr
