@@ -84,7 +84,7 @@ class DiscreteVAE(nn.Module):
                 f"images must have shape (batch, {self.channels}, {self.image_size}, {self.image_size}), "
                 f"got {tuple(images.shape)}"
             )
-        return self.encoder(self.normalize(images))
+        return self.encoder(self.normalize(images.to(self.codebook.weight.dtype)))
 
     @torch.no_grad()
     def get_codebook_indices(self, images: torch.Tensor) -> torch.Tensor:
