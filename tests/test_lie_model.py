@@ -16,15 +16,6 @@ FORMS = ("reversible", "sequential")
 TINY = dict(dim=8, heads=2, dim_head=4, depth=2, dim_out=3, nbhd=12, fill=0.5, liftsamples=2)
 
 
-@pytest.fixture
-def lie_plugin():
-    name = revzoo.register_plugin(revzoo_lie, name="lie-test")
-    try:
-        yield revzoo_lie
-    finally:
-        revzoo.unregister_plugin(name)
-
-
 def _tiny(form: str = "reversible", **overrides) -> revzoo_lie.LieTransformer:
     torch.manual_seed(0)
     return build_lie_transformer(form=form, **{**TINY, **overrides}).to(DTYPE)
@@ -43,7 +34,8 @@ def _seeded(seed: int = 7) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_registered_in_both_forms_and_validates_config(lie_plugin):
+def test_registered_in_both_forms_and_validates_config(register_plugin):
+    register_plugin(revzoo_lie, name="lie")
     assert {"lie-transformer", "lie-transformer-rev"} <= set(revzoo.list_models("lie*"))
     model = revzoo.create("lie-transformer-rev", **TINY)
     assert revzoo.get_form(model) == "reversible"
