@@ -2,7 +2,7 @@
 with and without timm's gradient checkpointing.
 
 Usage:
-    python tools/bench_vit.py [--batch 32] [--img-size 224] [--rounds 5] [--model vit_small_patch16_224]
+    python tools/bench_vit.py [--batch 32] [--img-size 224] [--rounds 5] [--model vit_small_patch16_224] [--memory-only]
 
 Configurations (same weights, same batch, forward + cross-entropy + backward):
     timm       timm's VisionTransformer, plain autograd
@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--memory-only", action="store_true", help="skip the timing rounds")
     parser.add_argument("--measure-memory", choices=CONFIGS, help=argparse.SUPPRESS)  # the child process's job
     args = parser.parse_args()
     if args.measure_memory:
@@ -143,13 +144,14 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     print(f"sequential form vs timm, max |diff| of logits: {check_same_function(args):.2e}")
     memory = memory_in_subprocesses(args)
-    times = time_ratios(args)
+    times = {} if args.memory_only else time_ratios(args)
     base = memory["timm"]["peak_step_mib"]
     print(f"{'config':<10} {'step peak MiB':>14} {'vs timm':>8} {'step s (median)':>16} {'time vs timm':>13}")
     for config in CONFIGS:
         peak = memory[config]["peak_step_mib"]
-        print(f"{config:<10} {peak:>14.0f} {peak / base:>8.2f} {times[config]['median_s']:>16.2f} "
-              f"{times[config]['ratio_to_timm']:>13.2f}")
+        timing = times.get(config, {"median_s": float("nan"), "ratio_to_timm": float("nan")})
+        print(f"{config:<10} {peak:>14.0f} {peak / base:>8.2f} {timing['median_s']:>16.2f} "
+              f"{timing['ratio_to_timm']:>13.2f}")
     print(json.dumps({"args": vars(args), "memory": memory, "time": times}))
 
 

@@ -20,7 +20,7 @@ MLP_PARTS = ("norm2", "mlp", "ls2", "drop_path2")
 
 
 def accepts_attention_mask(attention: nn.Module) -> bool:
-    """Returns whether this timm attention module's forward takes `attn_mask` (timm >= 1.0.16 does)."""
+    """Returns whether this timm attention module's forward takes `attn_mask` (recent timm, e.g. 1.0.31, does)."""
     return "attn_mask" in inspect.signature(attention.forward).parameters
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from .branches import AttentionBranch, MlpBranch, accepts_attention_mask
 
-__all__ = ["STACK_PREFIX", "TIMM_MODULES", "RevViT", "check_supported_vit"]
+__all__ = ["MASK_ROUTES", "STACK_PREFIX", "TIMM_ATTRIBUTES", "TIMM_MODULES", "RevViT", "check_supported_vit"]
 
 # Modules and parameters of timm's VisionTransformer that RevViT reuses (the same objects).
 TIMM_MODULES = (
@@ -121,7 +121,7 @@ class RevViT(nn.Module):
         if is_causal:
             mask_kwargs["is_causal"] = True
         if mask_kwargs and not self.supports_attn_mask:
-            raise TypeError("this timm version's Attention takes no attn_mask/is_causal (timm >= 1.0.16 does)")
+            raise TypeError("this timm version's Attention takes no attn_mask/is_causal; upgrade timm (1.0.31 does)")
         x = self.blocks(x, **mask_kwargs)
         return self.norm(x)
 
