@@ -21,11 +21,11 @@ from .branches import AttentionBranch, MlpBranch, accepts_attention_mask
 
 __all__ = ["MASK_ROUTES", "STACK_PREFIX", "TIMM_ATTRIBUTES", "TIMM_MODULES", "RevViT", "check_supported_vit"]
 
-# Modules and parameters of timm's VisionTransformer that RevViT reuses (the same objects).
-TIMM_MODULES = (
-    "patch_embed", "cls_token", "reg_token", "pos_embed", "pos_drop", "patch_drop", "norm_pre",
-    "norm", "attn_pool", "fc_norm", "head_drop", "head",
-)
+# Modules and parameters of timm's VisionTransformer that RevViT reuses (the same objects),
+# before and after the blocks, so that RevViT's state dict lists keys in timm's order.
+TIMM_STEM = ("cls_token", "reg_token", "pos_embed", "patch_embed", "pos_drop", "patch_drop", "norm_pre")
+TIMM_TAIL = ("norm", "attn_pool", "fc_norm", "head_drop", "head")
+TIMM_MODULES = TIMM_STEM + TIMM_TAIL
 # Plain attributes timm's reused methods read, and timm's metadata (pretrained_cfg, recorded args).
 TIMM_ATTRIBUTES = (
     "num_classes", "in_chans", "global_pool", "num_features", "head_hidden_size", "embed_dim",
@@ -67,7 +67,7 @@ class RevViT(nn.Module):
         for name in TIMM_ATTRIBUTES:
             if hasattr(vit, name):
                 setattr(self, name, getattr(vit, name))
-        for name in TIMM_MODULES:
+        for name in TIMM_STEM:
             setattr(self, name, getattr(vit, name))
         self.supports_attn_mask = len(vit.blocks) > 0 and accepts_attention_mask(vit.blocks[0].attn)
         self.blocks = revzoo.ReversibleSequence(
@@ -76,6 +76,8 @@ class RevViT(nn.Module):
             form=form,
             execution=execution,
         )
+        for name in TIMM_TAIL:
+            setattr(self, name, getattr(vit, name))
         # The wrapped model, not a submodule (its tensors are ours already): to_timm hands it back.
         object.__setattr__(self, "timm_model", vit)
 
