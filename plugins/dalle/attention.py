@@ -65,7 +65,7 @@ class Attention(nn.Module):
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in self.to_qkv(x).chunk(3, dim=-1))
         if rotary_pos_emb is not None:
             angles = rotary_pos_emb[:, None, offset : offset + length]
-            q, k, v = (apply_rotary(angles, t) for t in (q, k, v))
+            q, k, v = apply_rotary(angles, q, k, v)
         if past is not None:
             k, v = torch.cat((past[0], k), dim=-2), torch.cat((past[1], v), dim=-2)
 

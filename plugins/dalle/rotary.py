@@ -59,10 +59,12 @@ def _rotate_pairs(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
 
 
-def apply_rotary(angles: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Rotates the first `angles.shape[-1]` features of `x` (..., n, d) by `angles` (..., n, r)."""
+def apply_rotary(angles: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Rotates the first `angles.shape[-1]` features of each tensor (..., n, d) by `angles` (..., n, r)."""
     width = angles.shape[-1]
-    angles = angles.to(x.dtype)
-    rotated, rest = x[..., :width], x[..., width:]
-    rotated = rotated * angles.cos() + _rotate_pairs(rotated) * angles.sin()
-    return torch.cat((rotated, rest), dim=-1)
+    angles = angles.to(tensors[0].dtype)
+    cos, sin = angles.cos(), angles.sin()
+    return tuple(
+        torch.cat((x[..., :width] * cos + _rotate_pairs(x[..., :width]) * sin, x[..., width:]), dim=-1)
+        for x in tensors
+    )

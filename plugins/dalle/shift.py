@@ -25,6 +25,16 @@ def _source(positions: torch.Tensor, text_len: int, image_size: int) -> tuple[to
     return torch.where(is_text, previous, above), torch.where(is_text, previous, left)
 
 
+def _shift_one_image_token(x: torch.Tensor, history: torch.Tensor, index: int, image_size: int) -> torch.Tensor:
+    """The cached-generation case: one image token below the first row, its neighbours in `history`."""
+    quarter = math.ceil(x.shape[-1] / 4)
+    above = history[:, -image_size, :quarter]
+    left = history[:, -1, quarter : 2 * quarter]
+    if index % image_size == 0:
+        left = torch.zeros_like(left)
+    return torch.cat((above, left, x[:, 0, 2 * quarter :]), dim=-1)[:, None]
+
+
 def shift_tokens(
     x: torch.Tensor, history: torch.Tensor | None, offset: int, text_len: int, image_size: int
 ) -> torch.Tensor:
@@ -35,6 +45,8 @@ def shift_tokens(
     """
     batch, length, dim = x.shape
     past = 0 if history is None else history.shape[1]
+    if length == 1 and offset >= text_len + image_size and past >= image_size:
+        return _shift_one_image_token(x, history, offset - text_len, image_size)
     window = x if past == 0 else torch.cat((history, x), dim=1)
     base = offset - past
     positions = torch.arange(offset, offset + length, device=x.device)
