@@ -1,13 +1,17 @@
-"""The reversible coupling as an autograd Function that stores no block activations.
+"""The reversible coupling as a chain of autograd Functions that store no block activations.
 
-Forward keeps only the stack's two output streams. Backward walks the blocks in
-reverse, recomputing each block's inputs from its outputs (`x2 = y2 - g(y1)`,
-`x1 = y1 - f(x2)`) under the RNG and autocast state its forward call ran under.
+Each block is one Function. Its forward runs without building a graph and keeps nothing
+but the call's RNG and autocast state; only the last block keeps its two outputs. In
+backward the blocks run in reverse, each reading its outputs from the shared run,
+recomputing its inputs from them (`x2 = y2 - g(y1)`, `x1 = y1 - f(x2)`) under the state
+its forward ran under, and leaving those inputs for the block before it.
 
-Every tensor that gradients must reach (the stream, context and routed keyword tensors,
-and every parameter of the stack) is an input of the one Function and receives its
-gradient as an output of `backward`. Parameters therefore see one accumulation per
-backward, as with plain autograd, which is what DistributedDataParallel's hooks rely on.
+Every tensor that gradients must reach (the streams, context and routed keyword tensors,
+the block's parameters) is an input of the block's Function and receives its gradient as
+an output of `backward`, so the autograd engine accumulates parameter gradients as it
+does for any layer: once per backward even for modules shared by several blocks, as
+soon as a block is done (DistributedDataParallel's bucket hooks fire during backward),
+and never more than one block's parameter gradients held at once.
 """
 
 from __future__ import annotations
@@ -28,11 +32,7 @@ __all__ = ["CouplingRun", "run_invert"]
 
 @dataclass
 class CouplingRun:
-    """One call of a stack: its blocks, routes, and the call's keyword data.
-
-    `kwargs` and `context` hold the call's values; their tensors are also inputs of the
-    Function, so backward can substitute leaves that collect their gradients.
-    """
+    """One call of a stack: its blocks, routes, the call's keyword data, and backward's progress."""
 
     blocks: Sequence[tuple[nn.Module, nn.Module]]
     routes: RouteTable
@@ -40,6 +40,8 @@ class CouplingRun:
     context: Mapping[str, Any]
     trace: dict | None = None  # check_reversible's: {"inputs": [(x1, x2)], "reconstructed": {index: (x1, x2)}}
     states: list[tuple[CallState, CallState]] = field(default_factory=list)
+    streams: tuple[torch.Tensor, torch.Tensor] | None = None  # outputs of the block whose backward runs next
+    backward_started: bool = False
 
     def tensor_slots(self) -> list[tuple[str, str]]:
         """Returns `(source, name)` of every tensor among the call's context and kwargs, in a fixed order."""
@@ -50,17 +52,20 @@ class CouplingRun:
             if isinstance(value, torch.Tensor)
         ]
 
-    def branch_kwargs(self, index: int) -> tuple[dict, dict]:
-        return self.routes.split(index, self.kwargs, self.context)
+    def slot_values(self) -> list[torch.Tensor]:
+        return [(self.context if source == "context" else self.kwargs)[name] for source, name in self.tensor_slots()]
 
-    def parameters(self) -> list[nn.Parameter]:
-        """Returns the stack's parameters, each once, even when modules are shared between blocks."""
-        seen: dict[int, nn.Parameter] = {}
-        for f, g in self.blocks:
-            for module in (f, g):
-                for param in module.parameters():
-                    seen.setdefault(id(param), param)
-        return list(seen.values())
+    def branch_kwargs(self, index: int, replaced: Mapping[tuple[str, str], torch.Tensor] | None = None) -> tuple[dict, dict]:
+        """Returns the keyword arguments of `f` and `g` in block `index`, with some tensors `replaced` by slot."""
+        context, kwargs = dict(self.context), dict(self.kwargs)
+        for (source, name), value in (replaced or {}).items():
+            (context if source == "context" else kwargs)[name] = value
+        return self.routes.split(index, kwargs, context)
+
+    def block_parameters(self, index: int) -> list[nn.Parameter]:
+        """Returns the parameters of block `index`, each once even when `f` and `g` share modules."""
+        f, g = self.blocks[index]
+        return list({id(p): p for module in (f, g) for p in module.parameters()}.values())
 
 
 def _grads(output: torch.Tensor, targets: list[torch.Tensor], grad_output: torch.Tensor) -> list[torch.Tensor | None]:
@@ -77,100 +82,86 @@ def _add(total: torch.Tensor | None, grad: torch.Tensor | None) -> torch.Tensor 
     return grad if total is None else total + grad
 
 
-class _ReversibleFunction(torch.autograd.Function):
+class _BlockFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, run: CouplingRun, num_slots: int, stream: torch.Tensor, *tensors: torch.Tensor):
-        y1 = y2 = stream
-        run.states = []
-        for index, (f, g) in enumerate(run.blocks):
-            f_kwargs, g_kwargs = run.branch_kwargs(index)
-            if run.trace is not None:
-                run.trace["inputs"].append((y1.clone(), y2.clone()))
-            f_state = CallState.capture(y2)
-            y1 = y1 + f(y2, **f_kwargs)
-            g_state = CallState.capture(y1)
-            y2 = y2 + g(y1, **g_kwargs)
-            run.states.append((f_state, g_state))
-        ctx.run = run
-        ctx.num_slots = num_slots
-        ctx.used = False
-        ctx.save_for_backward(y1, y2, *tensors[:num_slots])
+    def forward(ctx, run: CouplingRun, index: int, num_slots: int, x1: torch.Tensor, x2: torch.Tensor, *tensors):
+        f, g = run.blocks[index]
+        f_kwargs, g_kwargs = run.branch_kwargs(index)
+        if run.trace is not None:
+            run.trace["inputs"].append((x1.clone(), x2.clone()))
+        f_state = CallState.capture(x2)
+        y1 = x1 + f(x2, **f_kwargs)
+        g_state = CallState.capture(y1)
+        y2 = x2 + g(y1, **g_kwargs)
+        run.states.append((f_state, g_state))
+        ctx.run, ctx.index, ctx.num_slots = run, index, num_slots
+        ctx.is_last = index == len(run.blocks) - 1
+        ctx.save_for_backward(*tensors[:num_slots], *((y1, y2) if ctx.is_last else ()))
         return y1, y2
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y1: torch.Tensor, grad_y2: torch.Tensor):
-        if ctx.used:
-            raise RuntimeError(
-                "revzoo: backward ran twice through the same reversible stack call; "
-                "run the forward again (retain_graph is not supported: nothing was stored)"
-            )
-        ctx.used = True
         run: CouplingRun = ctx.run
-        y1, y2, *slot_values = ctx.saved_tensors
-        needs = ctx.needs_input_grad[3:]
+        saved = ctx.saved_tensors
+        if ctx.is_last:
+            if run.backward_started:
+                raise RuntimeError(
+                    "revzoo: backward ran twice through the same reversible stack call; "
+                    "run the forward again (retain_graph cannot help: no activations were stored)"
+                )
+            run.backward_started = True
+            run.streams = (saved[-2].detach(), saved[-1].detach())
+        index = ctx.index
+        needs = ctx.needs_input_grad[5:]
         slot_needs, param_needs = needs[: ctx.num_slots], needs[ctx.num_slots :]
-        leaves = [value.detach().requires_grad_(need) for value, need in zip(slot_values, slot_needs)]
-        slots = run.tensor_slots()
-        rebound = {"context": dict(run.context), "kwargs": dict(run.kwargs)}
-        for (source, name), leaf in zip(slots, leaves):
-            rebound[source][name] = leaf
-        run = CouplingRun(run.blocks, run.routes, rebound["kwargs"], rebound["context"], run.trace, run.states)
-        params = run.parameters()
-        param_index = {id(p): i for i, p in enumerate(params)}
-        leaf_index = {id(leaf): i for i, leaf in enumerate(leaves)}
-        leaf_grads: list[torch.Tensor | None] = [None] * len(leaves)
-        param_grads: list[torch.Tensor | None] = [None] * len(params)
+        leaves = [value.detach().requires_grad_(need) for value, need in zip(saved[: ctx.num_slots], slot_needs)]
+        f_kwargs, g_kwargs = run.branch_kwargs(index, dict(zip(run.tensor_slots(), leaves)))
+        params = run.block_parameters(index)
+        wanted = [leaf for leaf in leaves if leaf.requires_grad]
+        wanted += [p for p, need in zip(params, param_needs) if need]
+        totals: dict[int, torch.Tensor | None] = {}
 
-        def collect(kwargs: dict, module: nn.Module) -> list[torch.Tensor]:
-            tensors = [v for v in kwargs.values() if isinstance(v, torch.Tensor) and id(v) in leaf_index]
-            return tensors + [p for p in module.parameters() if param_needs[param_index[id(p)]]]
+        def branch_grads(module: nn.Module, kwargs: dict, output: torch.Tensor, stream: torch.Tensor, grad):
+            used = {id(v) for v in kwargs.values() if isinstance(v, torch.Tensor)}
+            used |= {id(p) for p in module.parameters()}
+            targets = [t for t in wanted if id(t) in used]
+            grad_stream, *rest = _grads(output, [stream, *targets], grad)
+            for target, target_grad in zip(targets, rest):
+                totals[id(target)] = _add(totals.get(id(target)), target_grad)
+            return grad_stream
 
-        def accumulate(targets: list[torch.Tensor], grads: list[torch.Tensor | None]) -> None:
-            for target, grad in zip(targets, grads):
-                if id(target) in leaf_index:
-                    i = leaf_index[id(target)]
-                    leaf_grads[i] = _add(leaf_grads[i], grad)
-                else:
-                    i = param_index[id(target)]
-                    param_grads[i] = _add(param_grads[i], grad)
-
-        y1, y2 = y1.detach(), y2.detach()
-        for index in reversed(range(len(run.blocks))):
-            f, g = run.blocks[index]
-            f_state, g_state = run.states[index]
-            f_kwargs, g_kwargs = run.branch_kwargs(index)
-
-            with g_state.restore():
-                y1 = y1.requires_grad_()
-                g_out = g(y1, **g_kwargs)
-            targets = collect(g_kwargs, g)
-            grad_y1_from_g, *rest = _grads(g_out, [y1, *targets], grad_y2)
-            accumulate(targets, rest)
-            grad_y1 = _add(grad_y1, grad_y1_from_g)
-            with torch.no_grad():
-                x2 = y2 - g_out
-
-            with f_state.restore():
-                x2 = x2.requires_grad_()
-                f_out = f(x2, **f_kwargs)
-            targets = collect(f_kwargs, f)
-            grad_x2_from_f, *rest = _grads(f_out, [x2, *targets], grad_y1)
-            accumulate(targets, rest)
-            with torch.no_grad():
-                x1 = y1 - f_out
-            grad_y2 = _add(grad_y2, grad_x2_from_f)
-            y1, y2 = x1.detach(), x2.detach()
-            if run.trace is not None:
-                run.trace["reconstructed"][index] = (y1.clone(), y2.clone())
-            del g_out, f_out
-
-        grad_stream = grad_y1 + grad_y2
-        return (None, None, grad_stream, *leaf_grads, *param_grads)
+        f, g = run.blocks[index]
+        f_state, g_state = run.states[index]
+        y1, y2 = run.streams
+        with g_state.restore():
+            y1 = y1.requires_grad_()
+            g_out = g(y1, **g_kwargs)
+        grad_y1 = _add(grad_y1, branch_grads(g, g_kwargs, g_out, y1, grad_y2))
+        with torch.no_grad():
+            x2 = y2 - g_out
+        del g_out
+        with f_state.restore():
+            x2 = x2.requires_grad_()
+            f_out = f(x2, **f_kwargs)
+        grad_x2 = _add(grad_y2, branch_grads(f, f_kwargs, f_out, x2, grad_y1))
+        with torch.no_grad():
+            x1 = y1 - f_out
+        run.streams = (x1.detach(), x2.detach())
+        if run.trace is not None:
+            run.trace["reconstructed"][index] = (x1.detach().clone(), x2.detach().clone())
+        return (
+            None, None, None, grad_y1, grad_x2,
+            *(totals.get(id(leaf)) for leaf in leaves),
+            *(totals.get(id(p)) for p in params),
+        )
 
 
 def run_invert(run: CouplingRun, stream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns the two output streams of `run`, differentiable by inversion."""
-    slots = run.tensor_slots()
-    slot_values = [(run.context if source == "context" else run.kwargs)[name] for source, name in slots]
-    return _ReversibleFunction.apply(run, len(slots), stream, *slot_values, *run.parameters())
+    slot_values = run.slot_values()
+    y1 = y2 = stream
+    for index in range(len(run.blocks)):
+        params = run.block_parameters(index)
+        y1, y2 = _BlockFunction.apply(run, index, len(slot_values), y1, y2, *slot_values, *params)
+    return y1, y2
