@@ -3,8 +3,10 @@ peak memory of one training step per form.
 
 The classes are point-cloud templates (drawn once from a fixed seed) plus the mirror image of the
 first one: mirror images have identical pairwise distances, so telling them apart needs the
-orientation information that SE(3) (proper rotations only) keeps. Every example is its template
-with jitter, a uniformly random rotation, a random translation and a random point order.
+orientation information that SE(3) (proper rotations only) keeps. Like atoms of a molecule, the
+points carry types (the same multiset in every class, so types alone tell nothing; with identical
+features attention would average identical values and see no geometry). Every example is its
+template with jitter, a uniformly random rotation, a random translation and a random point order.
 
 Usage:
     python tools/train_lie_shapes.py [--steps 300] [--seed 0]
@@ -24,14 +26,15 @@ import sys
 import time
 
 import torch
-
-import revzoo
 from revzoo_lie import build_lie_transformer
 from revzoo_lie.rotations import random_rotations
 
+import revzoo
+
 POINTS = 8
 TEMPLATES = 4
-MODEL = dict(dim=32, heads=4, dim_head=8, depth=4, dim_out=TEMPLATES + 1, nbhd=16, liftsamples=2, fill=1.0, num_tokens=1)
+TYPES = 4
+MODEL = dict(dim=32, heads=4, dim_head=8, depth=4, dim_out=TEMPLATES + 1, nbhd=16, liftsamples=2, fill=1.0, num_tokens=TYPES)
 MEMORY_MODEL = {**MODEL, "depth": 16, "nbhd": 32, "liftsamples": 4}
 MEMORY_POINTS, MEMORY_BATCH = 24, 16
 
@@ -45,8 +48,10 @@ def make_templates(seed: int) -> torch.Tensor:
     return torch.cat((templates, mirror))
 
 
-def sample_batch(templates: torch.Tensor, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns posed, jittered, shuffled clouds ``(batch, points, 3)`` and their labels."""
+def sample_batch(
+    templates: torch.Tensor, batch: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns point types ``(batch, points)``, posed, jittered, shuffled clouds ``(batch, points, 3)`` and labels."""
     points = templates.shape[1]
     labels = torch.randint(0, len(templates), (batch,), generator=generator)
     clouds = templates[labels] + 0.05 * torch.randn(batch, points, 3, generator=generator)
@@ -54,15 +59,15 @@ def sample_batch(templates: torch.Tensor, batch: int, generator: torch.Generator
     shifts = 3 * torch.randn(batch, 1, 3, generator=generator)
     clouds = clouds @ rotations.transpose(-1, -2) + shifts
     order = torch.rand(batch, points, generator=generator).argsort(dim=1)
-    return clouds.gather(1, order[..., None].expand(-1, -1, 3)), labels
+    types = (torch.arange(points) % TYPES).expand(batch, points).gather(1, order)
+    return types, clouds.gather(1, order[..., None].expand(-1, -1, 3)), labels
 
 
 def accuracy(model, templates, generator, batches: int = 8, batch: int = 64) -> float:
     correct = total = 0
     with torch.no_grad():
         for _ in range(batches):
-            clouds, labels = sample_batch(templates, batch, generator)
-            tokens = torch.zeros(batch, POINTS, dtype=torch.long)
+            tokens, clouds, labels = sample_batch(templates, batch, generator)
             logits = model(tokens, clouds, return_pooled=True, generator=generator)
             correct += (logits.argmax(-1) == labels).sum().item()
             total += batch
@@ -78,8 +83,7 @@ def train(steps: int, seed: int) -> dict:
     generator = torch.Generator().manual_seed(seed + 1)
     start = time.perf_counter()
     for step in range(1, steps + 1):
-        clouds, labels = sample_batch(templates, 32, generator)
-        tokens = torch.zeros(32, POINTS, dtype=torch.long)
+        tokens, clouds, labels = sample_batch(templates, 32, generator)
         logits = model(tokens, clouds, return_pooled=True, generator=generator)
         loss = torch.nn.functional.cross_entropy(logits, labels)
         optimiser.zero_grad(set_to_none=True)
@@ -107,8 +111,8 @@ def measure_step(form: str, execution: str) -> dict:
     revzoo.set_execution(model, execution)
     for parameter in model.parameters():
         parameter.grad = torch.zeros_like(parameter)
-    clouds, labels = sample_batch(make_templates(0).repeat(1, 3, 1)[:, :MEMORY_POINTS], MEMORY_BATCH, torch.Generator().manual_seed(0))
-    tokens = torch.zeros(MEMORY_BATCH, MEMORY_POINTS, dtype=torch.long)
+    templates = make_templates(0).repeat(1, 3, 1)[:, :MEMORY_POINTS]
+    tokens, clouds, labels = sample_batch(templates, MEMORY_BATCH, torch.Generator().manual_seed(0))
     baseline = _status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
@@ -138,7 +142,7 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure_step(*args.measure)))
         return
-    print(f"lie-transformer-rev {json.dumps(MODEL)}; {TEMPLATES + 1} classes (class {TEMPLATES} mirrors class 0)")
+    print(f"lie-transformer-rev {json.dumps(MODEL)}; {TEMPLATES + 1} classes (class {TEMPLATES} mirrors class 0), {POINTS} typed points")
     result = train(args.steps, args.seed)
     print(f"test accuracy {result['test_accuracy']:.3f} on fresh random poses ({result['train_seconds']} s training)")
     print(

@@ -105,6 +105,10 @@ def read_lie_transformer_pytorch(obj: Any, **options: Any) -> revzoo.ImportedChe
             match = pattern.match(key)
             if match:
                 layouts.add(layout)
+                if len(layouts) > 1:
+                    raise revzoo.CheckpointError(
+                        f"expected the blocks of one form, found both sequential and reversible block keys (e.g. {key!r})"
+                    )
                 target = _revzoo_key(kind, match.groups())
                 break
         if target is None:
@@ -116,9 +120,8 @@ def read_lie_transformer_pytorch(obj: Any, **options: Any) -> revzoo.ImportedChe
             tensors[target], sources[target] = tensor, key
     if unmapped:
         raise revzoo.CheckpointError(f"cannot map {_describe(sorted(unmapped))} (not a lie-transformer-pytorch 0.0.17 state dict?)")
-    if len(layouts) != 1:
-        found = " and ".join(sorted(layouts)) or "no"
-        raise revzoo.CheckpointError(f"expected the blocks of one form (sequential or reversible), found {found} block keys")
+    if not layouts:
+        raise revzoo.CheckpointError("no lie-transformer-pytorch block keys (net.blocks.*) in the checkpoint")
     config = _infer_config(tensors, options)
     kernel_key = "stack.blocks.{}.f.attention.location_kernel.net.0.weight"
     for block in range(config["depth"]):
