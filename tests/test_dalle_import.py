@@ -118,3 +118,10 @@ def test_pretrained_vae_checkpoints_import_the_transformer_only() -> None:
     imported = read_dalle_pytorch(checkpoint)
     assert imported.config["vae"] == "none" and imported.config["num_image_tokens"] == 8
     assert not any(key.startswith("vae.") for key in imported.tensors)
+
+
+def test_a_rotary_table_revzoo_would_not_reproduce_is_refused() -> None:
+    checkpoint = _load("rev_all_types")
+    checkpoint["weights"]["transformer.pos_emb"] = checkpoint["weights"]["transformer.pos_emb"] * 2
+    with pytest.raises(revzoo.CheckpointError, match="transformer.pos_emb .* differs from the rotary table"):
+        read_dalle_pytorch(checkpoint)

@@ -147,3 +147,19 @@ def test_token_ids_only_model_without_vae() -> None:
     with pytest.raises(ValueError, match="no VAE"):
         model(text, torch.rand(2, 3, 16, 16))
     assert model.generate_images(text).shape == (2, 16)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_a_few_training_steps_lower_the_loss(form: str) -> None:
+    torch.manual_seed(0)
+    model = build_dalle(form=form, **TINY, attn_types=["full", "axial_row"], ff_dropout=0.1)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    text, image = _inputs()
+    losses = []
+    for _ in range(15):
+        loss = model(text, image, return_loss=True)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]

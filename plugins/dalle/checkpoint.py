@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import revzoo
 import torch
@@ -59,13 +59,18 @@ _TOP = {"to_logits.0.weight": "final_norm.weight", "to_logits.0.bias": "final_no
 _DERIVED = re.compile(r"^(transformer\.pos_emb|(text|image)_emb\.linear\.(weight|bias))$")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise revzoo.CheckpointError(message)
 
 
 def _listing(keys: list[str]) -> str:
     shown = ", ".join(keys[:5])
     return f"{shown}{', ...' if len(keys) > 5 else ''} ({len(keys)} in all)"
+
+
+def config_side(config: Mapping[str, Any]) -> int:
+    """Image grid side of a "dalle" config."""
+    return config["image_size"] // 2 ** config["vae_num_layers"]
 
 
 def _infer_fmap(weights: Mapping[str, torch.Tensor], text_seq_len: int) -> int:
@@ -75,7 +80,6 @@ def _infer_fmap(weights: Mapping[str, torch.Tensor], text_seq_len: int) -> int:
     if "transformer.pos_emb" in weights:
         return math.isqrt(weights["transformer.pos_emb"].shape[1] - text_seq_len - 1)
     _fail("cannot tell the image grid size: the checkpoint has neither image_pos_emb nor transformer.pos_emb")
-    raise AssertionError  # unreachable
 
 
 def config_from_checkpoint(obj: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
@@ -138,6 +142,16 @@ def _map_key(key: str, form: str, import_vae: bool) -> str | None:
     return ""
 
 
+def _check_rotary_table(stored: torch.Tensor | None, config: Mapping[str, Any]) -> None:
+    """The table is regenerated, not imported: refuse a file whose table revzoo would not reproduce."""
+    if stored is None or not config["rotary_emb"]:
+        return
+    derived = dalle_rotary_table(config["dim_head"], config["text_seq_len"] + 1, config_side(config))
+    if stored.shape != derived.shape or not torch.allclose(stored.float(), derived, rtol=0, atol=1e-4):
+        _fail(f"transformer.pos_emb {tuple(stored.shape)} differs from the rotary table revzoo derives from the "
+              f"hparams {tuple(derived.shape)}; was it made with another rotary-embedding-torch?")
+
+
 def read_dalle_pytorch(obj: Any, **options: Any) -> revzoo.ImportedCheckpoint:
     """Reads a DALLE-pytorch training-script checkpoint (loaded without pickle) into revzoo's "dalle" layout."""
     if options:
@@ -164,6 +178,7 @@ def read_dalle_pytorch(obj: Any, **options: Any) -> revzoo.ImportedCheckpoint:
         tensors["image_pos_emb.col"] = tensors["image_pos_emb.col"].reshape(config_side(config), -1)
     if unmapped:
         _fail(f"unexpected keys in the DALLE-pytorch checkpoint: {_listing(sorted(unmapped))}")
+    _check_rotary_table(obj["weights"].get("transformer.pos_emb"), config)
     missing = sorted(set(expected) - set(tensors))
     if missing:
         _fail(f"keys missing from the DALLE-pytorch checkpoint (revzoo names): {_listing(missing)}")
@@ -173,11 +188,6 @@ def read_dalle_pytorch(obj: Any, **options: Any) -> revzoo.ImportedCheckpoint:
         _fail(f"shape mismatch for {_listing(mismatched)}: {key} is {tuple(tensors[key].shape)}, "
               f"the hparams give {tuple(expected[key].shape)}")
     return revzoo.ImportedCheckpoint(architecture="dalle", config=config, form=form, tensors=tensors)
-
-
-def config_side(config: Mapping[str, Any]) -> int:
-    """Image grid side of a "dalle" config."""
-    return config["image_size"] // 2 ** config["vae_num_layers"]
 
 
 def _upstream_layer_key(key: str, form: str, shift_tokens: bool) -> str:
