@@ -11,6 +11,7 @@ import revzoo
 from .model import Dalle
 from .patterns import ATTENTION_TYPES
 from .rotary import rotary_width
+from .transformer import DalleTransformer
 from .vae import DiscreteVAE
 
 __all__ = ["DEFAULTS", "VAE_KINDS", "build_dalle", "normalize_attn_types"]
@@ -128,14 +129,18 @@ def build_dalle(*, form: str = "reversible", **config: Any) -> Dalle:
             num_layers=layers, num_resnet_blocks=config["vae_num_resnet_blocks"],
             hidden_dim=config["vae_hidden_dim"], channels=config["vae_channels"],
         )
-    return Dalle(
-        dim=config["dim"], depth=config["depth"], num_text_tokens=config["num_text_tokens"],
-        text_seq_len=config["text_seq_len"], num_image_tokens=config["num_image_tokens"], image_fmap_size=fmap,
-        vae=vae, form=form, loss_img_weight=float(loss_img_weight), stable=bool(config["stable"]),
-        rotary_emb=bool(config["rotary_emb"]), share_input_output_emb=bool(config["share_input_output_emb"]),
+    transformer = DalleTransformer(
+        dim=config["dim"], depth=config["depth"], text_len=config["text_seq_len"] + 1, image_size=fmap, form=form,
         heads=config["heads"], dim_head=config["dim_head"], ff_mult=config["ff_mult"],
         attn_dropout=attn_dropout, ff_dropout=ff_dropout, attn_types=attn_types,
-        conv_kernel_size=kernel, conv_dilation=dilation, sandwich_norm=bool(config["sandwich_norm"]),
-        shift_tokens=bool(config["shift_tokens"]),
+        conv_kernel_size=kernel, conv_dilation=dilation, stable=bool(config["stable"]),
+        sandwich_norm=bool(config["sandwich_norm"]), shift_tokens=bool(config["shift_tokens"]),
+        rotary_emb=bool(config["rotary_emb"]),
         shared_attn_ids=_shared_ids(config, "shared_attn_ids"), shared_ff_ids=_shared_ids(config, "shared_ff_ids"),
+    )
+    return Dalle(
+        transformer=transformer, dim=config["dim"], num_text_tokens=config["num_text_tokens"],
+        text_seq_len=config["text_seq_len"], num_image_tokens=config["num_image_tokens"], vae=vae,
+        loss_img_weight=float(loss_img_weight), stable=bool(config["stable"]),
+        share_input_output_emb=bool(config["share_input_output_emb"]),
     )

@@ -37,26 +37,25 @@ class Dalle(nn.Module):
     vocabulary, so `num_text_tokens + text_seq_len` text ids exist. Image ids come after
     all text ids in the logits; a mask stops text positions predicting image ids and
     image positions predicting text ids. The optional discrete VAE turns images into ids.
+    Learned positions are used when the injected transformer has no rotary table.
     """
 
     def __init__(
         self,
         *,
+        transformer: DalleTransformer,
         dim: int,
-        depth: int,
         num_text_tokens: int,
         text_seq_len: int,
         num_image_tokens: int,
-        image_fmap_size: int,
         vae: DiscreteVAE | None = None,
-        form: str = "reversible",
         loss_img_weight: float = 7.0,
         stable: bool = False,
-        rotary_emb: bool = True,
         share_input_output_emb: bool = False,
-        **transformer_options: Any,
     ) -> None:
         super().__init__()
+        image_fmap_size = transformer.image_size
+        rotary_emb = transformer.rotary_pos_emb is not None
         self.text_seq_len = text_seq_len
         self.image_seq_len = image_fmap_size**2
         self.num_text_tokens = num_text_tokens + text_seq_len  # with one padding id per position
@@ -77,10 +76,7 @@ class Dalle(nn.Module):
             self.text_pos_emb = nn.Embedding(text_seq_len + 1, dim)
             self.image_pos_emb = AxialPositionalEmbedding(dim, image_fmap_size)
         self.rotary_emb = rotary_emb
-        self.transformer = DalleTransformer(
-            dim=dim, depth=depth, text_len=text_seq_len + 1, image_size=image_fmap_size, form=form,
-            stable=stable, rotary_emb=rotary_emb, **transformer_options,
-        )
+        self.transformer = transformer
         self.final_norm = nn.LayerNorm(dim)
         self.to_logits = nn.Linear(dim, self.total_tokens)
 
