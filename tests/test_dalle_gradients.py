@@ -65,3 +65,13 @@ def test_transformer_input_and_mask_context_gradients(depth: int) -> None:
     reference, inverted = _grads(transformer, run, [x], "autograd"), _grads(transformer, run, [x], "invert")
     assert reference[-1].abs().max() > 0
     _assert_same(reference, inverted)
+
+
+def test_check_reversible_reports_exact_inversion_for_the_whole_model() -> None:
+    torch.manual_seed(0)
+    model = build_dalle(form="reversible", **TINY, depth=3, attn_types=["conv_like", "axial_row"]).double().train()
+    text = torch.randint(0, 12, (2, 4))
+    image = torch.randint(0, 8, (2, 16))
+    report = revzoo.check_reversible(model, text, image)
+    assert len(report.blocks) == 3
+    assert report.max_reconstruction_error < 1e-10 and report.max_grad_diff < 1e-10
