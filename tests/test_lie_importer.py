@@ -75,6 +75,16 @@ def test_import_command_path_writes_a_loadable_revzoo_file(register_plugin, tmp_
     assert model(feats, coords, edges, return_pooled=True, generator=torch.Generator().manual_seed(0)).shape == (1, 3)
 
 
+def test_hyperparameters_saved_beside_the_state_dict_are_used(register_plugin, tmp_path):
+    register_plugin(revzoo_lie, name="lie")
+    state = _load("upstream_sequential.pt")
+    torch.save({"state_dict": state, "hparams": {"heads": 2, "dim": 8, "liftsamples": 3}}, tmp_path / "wrapped.pt")
+    model = revzoo.load(revzoo.import_checkpoint("lie-transformer-pytorch", tmp_path / "wrapped.pt", tmp_path / "w.safetensors"))
+    assert (model.revzoo_config["heads"], model.revzoo_config["liftsamples"]) == (2, 3)
+    with pytest.raises(revzoo.CheckpointError, match="disagree"):
+        read_lie_transformer_pytorch({"state_dict": state, "hparams": {"heads": 2, "dim": 16}})
+
+
 def test_refuses_what_it_cannot_map():
     state = dict(_load("upstream_sequential.pt"))
     with pytest.raises(revzoo.CheckpointError, match="heads=3"):

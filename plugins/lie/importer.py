@@ -67,17 +67,21 @@ def _revzoo_key(kind: str, groups: tuple[str, ...]) -> str | None:
     return f"{block}.g.{layer}.{groups[2]}" if layer else None
 
 
-def _state_dict(obj: Any) -> Mapping[str, torch.Tensor]:
+def _unwrap(obj: Any) -> tuple[Mapping[str, torch.Tensor], dict[str, Any]]:
+    """Returns the state dict and the hyperparameters saved beside it (``hparams``, if any)."""
+    hparams: dict[str, Any] = {}
     if isinstance(obj, Mapping):
-        for wrapper in ("state_dict", "model"):
+        if isinstance(obj.get("hparams"), Mapping):
+            hparams = dict(obj["hparams"])
+        for wrapper in ("state_dict", "model", "weights"):
             if isinstance(obj.get(wrapper), Mapping):
                 obj = obj[wrapper]
                 break
         if obj and all(isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in obj.items()):
-            return obj
+            return obj, hparams
     raise revzoo.CheckpointError(
-        "a lie-transformer-pytorch checkpoint must be a state dict of tensors "
-        "(optionally under 'state_dict' or 'model'), e.g. torch.save(model.state_dict(), path)"
+        "a lie-transformer-pytorch checkpoint must be a state dict of tensors, optionally under 'state_dict', "
+        "'model' or 'weights' beside an 'hparams' dict, e.g. torch.save(model.state_dict(), path)"
     )
 
 
@@ -89,12 +93,15 @@ def read_lie_transformer_pytorch(obj: Any, **options: Any) -> revzoo.ImportedChe
     """Returns the revzoo architecture, config, form and tensors of a lie-transformer-pytorch 0.0.17 state dict.
 
     Options (the ones a state dict cannot tell): ``heads`` (default 8, upstream's default; the
-    attention width is heads * dim_head), ``liftsamples``, ``nbhd``, ``fill``, ``mean``.
+    attention width is heads * dim_head), ``liftsamples``, ``nbhd``, ``fill``, ``mean``. They may
+    also be saved in the file as ``{"state_dict": ..., "hparams": {"heads": 2, ...}}`` (the
+    LieTransformer constructor's kwargs); explicit options win.
     """
     unknown_options = sorted(set(options) - set(OPTIONS))
     if unknown_options:
         raise revzoo.CheckpointError(f"unknown option(s) {unknown_options} for lie-transformer-pytorch; valid: {', '.join(OPTIONS)}")
-    state = _state_dict(obj)
+    state, hparams = _unwrap(obj)
+    options = {**{key: hparams[key] for key in OPTIONS if key in hparams}, **options}
     tensors: dict[str, torch.Tensor] = {}
     sources: dict[str, str] = {}
     layouts: set[str] = set()
@@ -123,6 +130,11 @@ def read_lie_transformer_pytorch(obj: Any, **options: Any) -> revzoo.ImportedChe
     if not layouts:
         raise revzoo.CheckpointError("no lie-transformer-pytorch block keys (net.blocks.*) in the checkpoint")
     config = _infer_config(tensors, options)
+    conflicts = {
+        key: (value, config[key]) for key, value in hparams.items() if value is not None and key in config and config[key] != value
+    }
+    if conflicts:
+        raise revzoo.CheckpointError(f"hparams disagree with the tensors (saved, inferred): {conflicts}")
     kernel_key = "stack.blocks.{}.f.attention.location_kernel.net.0.weight"
     for block in range(config["depth"]):
         weight = tensors[kernel_key.format(block)].clone()
