@@ -161,7 +161,8 @@ def main() -> None:
         f"liftsamples {MEMORY_MODEL['liftsamples']}, nbhd {MEMORY_MODEL['nbhd']}), above the model's baseline:"
     )
     for row in measure_all():
-        print(f"  {row['form']:<10} {row['execution']:<8} {row['peak_mib']:8.1f} MiB")
+        execution = row["execution"] if row["form"] == "reversible" else "-"
+        print(f"  {row['form']:<10} {execution:<8} {row['peak_mib']:8.1f} MiB")
 
 
 if __name__ == "__main__":
