@@ -1,0 +1,91 @@
+"""What each process runs in the distributed tests (importable, so `spawn` can find it)."""
+
+from __future__ import annotations
+
+import datetime
+import traceback
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+import revzoo
+from helpers import Branch
+
+VOCAB, DIM, DEPTH, BATCH, LENGTH = 13, 8, 3, 4, 5
+
+
+class TiedRoutedModel(nn.Module):
+    """Tied input/output embeddings, a learned position tensor routed to f (context that requires grad), dropout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, DIM)
+        self.positions = nn.Parameter(torch.randn(LENGTH, DIM) * 0.1)
+        blocks = [(Branch(DIM, dropout=0.3), Branch(DIM, dropout=0.3)) for _ in range(DEPTH)]
+        self.stack = revzoo.ReversibleSequence(blocks, routes={"position": "f"})
+        self.head = nn.Linear(DIM, VOCAB, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        hidden = self.stack(self.embed(tokens), position=self.positions.expand(tokens.shape[0], -1, -1))
+        return nn.functional.cross_entropy(self.head(hidden).flatten(0, 1), tokens.flatten())
+
+
+def batches(steps: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randint(0, VOCAB, (BATCH, LENGTH), generator=generator) for _ in range(steps)]
+
+
+def reference_grads(model: nn.Module, steps: list[torch.Tensor], world: int) -> dict[str, torch.Tensor]:
+    """Single process: every shard of every micro-batch, seeded as its rank is, loss scaled as DDP averages."""
+    model.zero_grad()
+    for step, tokens in enumerate(steps):
+        for rank, shard in enumerate(tokens.chunk(world)):
+            torch.manual_seed(1000 * step + rank)
+            (model(shard) / world).backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+MODES = ("plain", "no_sync", "static_graph")
+
+
+def run(rank: int, world: int, port: int, result_dir: str) -> None:
+    """Trains under DDP in each mode; writes, per mode, the worst difference from single-process gradients."""
+    try:
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+            timeout=datetime.timedelta(seconds=60),
+        )
+        for mode in MODES:
+            Path(result_dir, f"{mode}-rank{rank}.txt").write_text(_compare(rank, world, mode))
+    except Exception:
+        Path(result_dir, f"error-rank{rank}.txt").write_text(traceback.format_exc())
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _compare(rank: int, world: int, mode: str) -> str:
+    torch.manual_seed(0)
+    model = TiedRoutedModel()
+    reference = TiedRoutedModel()
+    reference.load_state_dict(model.state_dict())
+    steps = batches(2)  # static_graph only uses its recorded graph from the second iteration
+    wrapped = DistributedDataParallel(model, static_graph=(mode == "static_graph"))
+    for step, tokens in enumerate(steps):
+        torch.manual_seed(1000 * step + rank)
+        shard = tokens.chunk(world)[rank]
+        if mode == "no_sync" and step == 0:
+            with wrapped.no_sync():  # accumulated locally, synchronised by the next backward
+                wrapped(shard).backward()
+        else:
+            wrapped(shard).backward()
+    expected = reference_grads(reference, steps, world)
+    got = {name: p.grad for name, p in model.named_parameters()}
+    worst = max((got[n] - expected[n]).abs().max().item() for n in expected)
+    nonzero = all(expected[n].abs().max() > 0 for n in expected)
+    return f"{worst} {nonzero}"
