@@ -163,3 +163,13 @@ def test_a_few_training_steps_lower_the_loss(form: str) -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.6 * losses[0]
+
+
+def test_example_inputs_make_a_valid_call(register_plugin) -> None:
+    register_plugin(revzoo_dalle, name="dalle")
+    model = _perturbed(revzoo.create("dalle-rev", **TINY)).eval()
+    args, kwargs = revzoo.get_architecture("dalle").example_inputs(model, torch.Generator().manual_seed(0))
+    assert args[0].shape == (2, 4) and args[1].shape == (2, 16)
+    reversible = model(*args, **kwargs)
+    revzoo.set_form(model, "sequential")
+    assert (model(*args, **kwargs) - reversible).abs().max() > 1e-3  # the forms are different functions

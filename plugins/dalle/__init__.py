@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import revzoo
+import torch
 
 from .checkpoint import read_dalle_pytorch, write_dalle_pytorch
 from .config import DEFAULTS, build_dalle
@@ -21,11 +22,21 @@ __all__ = [
     "DalleTransformer",
     "DiscreteVAE",
     "build_dalle",
+    "example_inputs",
     "read_dalle_pytorch",
     "register_architectures",
     "register_formats",
     "write_dalle_pytorch",
 ]
+
+
+def example_inputs(model: Dalle, generator: torch.Generator) -> tuple[tuple, dict]:
+    """Returns `((text, image), {})`: two seeded rows of text ids (the last one padded) and full image ids."""
+    text = torch.randint(1, model.num_text_tokens - model.text_seq_len, (2, model.text_seq_len), generator=generator)
+    text[:, -1] = 0
+    image = torch.randint(0, model.num_image_tokens, (2, model.image_seq_len), generator=generator)
+    device = model.logits_mask.device
+    return (text.to(device), image.to(device)), {}
 
 
 @revzoo.hookimpl
@@ -39,6 +50,7 @@ def register_architectures(register: Callable[[revzoo.ArchSpec], None]) -> None:
         routes=ROUTES,
         layout=None,
         card="model_cards/dalle.md",
+        example_inputs=example_inputs,
     ))
 
 
