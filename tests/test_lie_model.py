@@ -152,3 +152,27 @@ def test_token_ids_and_edge_type_ids():
     assert out.shape == (2, 3)
     with pytest.raises(ValueError, match="edges"):
         model(feats, torch.randn(2, 6, 3, dtype=DTYPE), generator=_seeded())
+
+
+def test_check_reversible_and_example_inputs(register_plugin):
+    register_plugin(revzoo_lie, name="lie")
+    model = revzoo.create("lie-transformer-rev", **TINY, edge_dim=2).to(DTYPE)
+    args, kwargs = revzoo_lie.example_inputs(model, _seeded(0))
+    again_args, again_kwargs = revzoo_lie.example_inputs(model, _seeded(0))
+    assert torch.equal(model(*args, **kwargs), model(*again_args, **again_kwargs))
+    coords = args[1].clone().requires_grad_()
+    report = revzoo.check_reversible(model, args[0], coords, args[2], mask=kwargs["mask"])
+    assert report.max_grad_diff < 1e-10
+
+
+def test_bad_inputs_are_refused_with_a_message():
+    model = _tiny()
+    feats, coords, _ = _cloud()
+    with pytest.raises(ValueError, match="coors must have shape"):
+        model(feats, coords[..., :2])
+    with pytest.raises(ValueError, match="rotations must have shape"):
+        model(feats, coords, rotations=torch.eye(3, dtype=DTYPE).expand(2, 6, 3, 3, 3))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        model(feats, coords, mask=torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="no edge_dim"):
+        model(feats, coords, torch.randn(2, 6, 6, 2, dtype=DTYPE))

@@ -3,7 +3,10 @@ importer of lie-transformer-pytorch checkpoints, registered through revzoo's plu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import revzoo
+import torch
 
 from .builder import DEFAULTS, build_lie_transformer
 from .groups import SE3, SO3, T3, group_from_name
@@ -19,6 +22,7 @@ __all__ = [
     "T3",
     "LieTransformer",
     "build_lie_transformer",
+    "example_inputs",
     "group_from_name",
     "read_lie_transformer_pytorch",
     "register_architectures",
@@ -26,8 +30,34 @@ __all__ = [
 ]
 
 
+def example_inputs(model: LieTransformer, generator: torch.Generator) -> tuple[tuple, dict]:
+    """Returns ``((feats, coords, edges), {"mask", "generator"})`` for two seeded clouds of 6 points, one padded.
+
+    The call's own generator is seeded from ``generator``, so the lift and the neighbourhood are reproducible too.
+    """
+    parameter = next(model.parameters())
+    batch, points = 2, 6
+    options = dict(generator=generator, dtype=parameter.dtype)
+    if model.token_emb is not None:
+        feats = torch.randint(0, model.token_emb.num_embeddings, (batch, points), generator=generator)
+    else:
+        feats = torch.randn(batch, points, model.dim, **options)
+    coords = torch.randn(batch, points, 3, **options)
+    edges = None
+    if model.edge_emb is not None:
+        edges = torch.randint(0, model.edge_emb.num_embeddings, (batch, points, points), generator=generator)
+    elif model.edge_dim:
+        edges = torch.randn(batch, points, points, model.edge_dim, **options)
+    mask = torch.ones(batch, points, dtype=torch.bool)
+    mask[1, -1] = False
+    call_seed = int(torch.randint(0, 2**62, (), generator=generator))
+    device = parameter.device
+    inputs = tuple(t.to(device) if t is not None else None for t in (feats, coords, edges))
+    return inputs, {"mask": mask.to(device), "generator": torch.Generator(device).manual_seed(call_seed)}
+
+
 @revzoo.hookimpl
-def register_architectures(register) -> None:
+def register_architectures(register: Callable[[revzoo.ArchSpec], None]) -> None:
     """Registers "lie-transformer" (and, derived by revzoo, "lie-transformer-rev")."""
     register(
         revzoo.ArchSpec(
@@ -39,12 +69,13 @@ def register_architectures(register) -> None:
             routes=ROUTES,
             layout=STREAM_LAYOUT,
             card="model_cards/lie-transformer.md",
+            example_inputs=example_inputs,
         )
     )
 
 
 @revzoo.hookimpl
-def register_formats(register) -> None:
+def register_formats(register: Callable[[revzoo.CheckpointFormat], None]) -> None:
     """Registers the "lie-transformer-pytorch" checkpoint format (import only)."""
     register(
         revzoo.CheckpointFormat(

@@ -77,8 +77,11 @@ class LieSelfAttention(nn.Module):
 
 
 class AttentionBranch(nn.Module):
-    """Pre-norm Lie self-attention: the f of a block. Takes the element mask for routing symmetry but
-    needs none beyond the neighbour mask (padded keys are never neighbours)."""
+    """Pre-norm Lie self-attention: the f of a block.
+
+    The element ``mask`` arrives as stream-layout context; padding is already excluded by
+    ``neighbour_mask`` (padded elements are never neighbours), so it is not needed here.
+    """
 
     def __init__(self, dim: int, attention: LieSelfAttention) -> None:
         super().__init__()

@@ -11,6 +11,7 @@ coordinates are negated: the kernel computes the same function of the same pair 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -158,6 +159,13 @@ def _infer_config(tensors: dict[str, torch.Tensor], options: dict[str, Any]) -> 
     if missing:
         raise revzoo.CheckpointError(f"incomplete checkpoint: no tensor for {_describe(missing)}")
     inner, dim = tensors["stack.blocks.0.f.attention.to_q.weight"].shape
+    if "heads" not in options:
+        warnings.warn(
+            f"heads not given: assuming lie-transformer-pytorch's default {DEFAULTS['heads']} "
+            f"(dim_head {int(inner) // DEFAULTS['heads']} of the attention width {int(inner)}); "
+            "if the model used other heads, save {'state_dict': ..., 'hparams': {'heads': H}} and import again",
+            stacklevel=3,
+        )
     heads = options.get("heads", DEFAULTS["heads"])
     if not isinstance(heads, int) or heads < 1 or inner % heads:
         raise revzoo.CheckpointError(

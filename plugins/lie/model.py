@@ -112,8 +112,12 @@ class LieTransformer(nn.Module):
                 Transform them with the cloud (``R @ r``) for exact equivariance.
             generator: source of the lift samples and of the neighbourhood choice (torch's global RNG if None).
         """
+        if coors.ndim != 3 or coors.shape[-1] != 3:
+            raise ValueError(f"coors must have shape (batch, points, 3), got {tuple(coors.shape)}")
         batch, points = coors.shape[:2]
         values = self._embed_features(feats)
+        if values.shape[:2] != (batch, points):
+            raise ValueError(f"feats describe {tuple(values.shape[:2])} (batch, points) but coors {(batch, points)}")
         mask = self._check_mask(mask, batch, points, coors.device)
         edge_features = self._embed_edges(edges, batch, points)
         samples = self.liftsamples if self.group.has_stabiliser else 1
