@@ -48,6 +48,20 @@ def test_imported_logits_and_loss_match_upstream(name: str, reference: dict) -> 
     torch.testing.assert_close(loss, expected["loss"], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generation_matches_upstream_for_the_same_seed(name: str, use_cache: bool, reference: dict) -> None:
+    expected = reference[name]
+    model = _imported_model(name)
+    torch.manual_seed(100)
+    images = model.generate_images(expected["text"], filter_thres=0.5, use_cache=use_cache)
+    torch.testing.assert_close(images, expected["generated"], rtol=0, atol=1e-5)
+    torch.manual_seed(101)
+    primed = model.vae.decode(expected["image"])
+    images = model.generate_images(expected["text"], img=primed, num_init_img_tokens=6, use_cache=use_cache)
+    torch.testing.assert_close(images, expected["primed"], rtol=0, atol=1e-5)
+
+
 def test_config_comes_from_hparams_then_upstream_class_defaults() -> None:
     config = read_dalle_pytorch(_load("seq_full_defaults")).config
     assert config["shift_tokens"] is True and config["rotary_emb"] is True  # absent: DALLE's defaults

@@ -7,7 +7,8 @@ Needs the real upstream package and the versions of its helpers current at its r
 
 Each case is a small random upstream DALLE saved as the training script saves it
 (`hparams`, `vae_params`, `weights`, `vae_class_name`, `version`, optimizer state), plus
-inputs, logits and loss in `reference.pt`. The upstream package imports modules it does
+inputs, logits, loss and generated images (seeds 100 and 101, the second primed with
+decoded `image`) in `reference.pt`. The upstream package imports modules it does
 not need for DALLE (pretrained-VAE loaders, pkg_resources); they are stubbed here.
 """
 
@@ -78,11 +79,16 @@ def main() -> None:
             logits = dalle(text.clone(), image)
             loss = dalle(text.clone(), image, return_loss=True)
             partial = dalle(text.clone(), image[:, :5])
+        torch.manual_seed(100)
+        generated = dalle.generate_images(text.clone(), filter_thres=0.5, use_cache=True)
+        torch.manual_seed(101)
+        primed = dalle.generate_images(text.clone(), img=dalle.vae.decode(image), num_init_img_tokens=6, use_cache=False)
         optimizer = torch.optim.Adam(dalle.parameters(), lr=3e-4)
         torch.save({"hparams": hparams, "vae_params": VAE_PARAMS, "epoch": 0, "version": __version__,
                     "vae_class_name": "DiscreteVAE", "weights": dalle.state_dict(),
                     "opt_state": optimizer.state_dict(), "scheduler_state": None}, OUT / f"{name}.pt")
-        reference[name] = {"text": text, "image": image, "logits": logits, "loss": loss, "partial_logits": partial}
+        reference[name] = {"text": text, "image": image, "logits": logits, "loss": loss, "partial_logits": partial,
+                           "generated": generated, "primed": primed}
     torch.save(reference, OUT / "reference.pt")
     total = sum(path.stat().st_size for path in OUT.glob("*.pt"))
     print(f"wrote {len(CASES)} cases to {OUT} ({total / 1024:.0f} KiB)")
