@@ -116,8 +116,9 @@ def build_dalle(*, form: str = "reversible", **config: Any) -> Dalle:
     if not math.log2(image_size).is_integer() or image_size < 2**layers:
         _fail(f"image_size must be a power of 2 and >= 2**vae_num_layers ({2 ** layers}), got {image_size}")
     fmap = image_size // 2**layers
-    if config["shift_tokens"] and fmap < 2:
-        _fail(f"shift_tokens needs an image grid of at least 2x2, got {fmap}x{fmap}")
+    for name in ("stable", "sandwich_norm", "shift_tokens", "rotary_emb", "share_input_output_emb"):
+        if not isinstance(config[name], bool):
+            _fail(f"{name} must be true or false, got {config[name]!r}")
     loss_img_weight = config["loss_img_weight"]
     if isinstance(loss_img_weight, bool) or not isinstance(loss_img_weight, (int, float)) or loss_img_weight < 0:
         _fail(f"loss_img_weight must be a number >= 0, got {loss_img_weight!r}")
@@ -133,14 +134,14 @@ def build_dalle(*, form: str = "reversible", **config: Any) -> Dalle:
         dim=config["dim"], depth=config["depth"], text_len=config["text_seq_len"] + 1, image_size=fmap, form=form,
         heads=config["heads"], dim_head=config["dim_head"], ff_mult=config["ff_mult"],
         attn_dropout=attn_dropout, ff_dropout=ff_dropout, attn_types=attn_types,
-        conv_kernel_size=kernel, conv_dilation=dilation, stable=bool(config["stable"]),
-        sandwich_norm=bool(config["sandwich_norm"]), shift_tokens=bool(config["shift_tokens"]),
-        rotary_emb=bool(config["rotary_emb"]),
+        conv_kernel_size=kernel, conv_dilation=dilation, stable=config["stable"],
+        sandwich_norm=config["sandwich_norm"], shift_tokens=config["shift_tokens"],
+        rotary_emb=config["rotary_emb"],
         shared_attn_ids=_shared_ids(config, "shared_attn_ids"), shared_ff_ids=_shared_ids(config, "shared_ff_ids"),
     )
     return Dalle(
         transformer=transformer, dim=config["dim"], num_text_tokens=config["num_text_tokens"],
         text_seq_len=config["text_seq_len"], num_image_tokens=config["num_image_tokens"], vae=vae,
-        loss_img_weight=float(loss_img_weight), stable=bool(config["stable"]),
-        share_input_output_emb=bool(config["share_input_output_emb"]),
+        loss_img_weight=float(loss_img_weight), stable=config["stable"],
+        share_input_output_emb=config["share_input_output_emb"],
     )
