@@ -157,11 +157,26 @@ class _BlockFunction(torch.autograd.Function):
         )
 
 
+def _refuse_sharded(params: list[nn.Parameter]) -> None:
+    """FSDP2 reduces gradients from hooks on its unsharded parameters; inverted blocks never feed those."""
+    if not torch.distributed.is_available():
+        return
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(p, DTensor) for p in params):
+        raise NotImplementedError(
+            "revzoo: execution='invert' does not support FSDP2-sharded (DTensor) parameters: FSDP2 reduces "
+            "gradients from hooks on its unsharded parameters, which the inverted recompute does not feed. "
+            "Use execution='autograd' under fully_shard, or DistributedDataParallel with 'invert'."
+        )
+
+
 def run_invert(run: CouplingRun, stream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns the two output streams of `run`, differentiable by inversion."""
     slot_values = run.slot_values()
     y1 = y2 = stream
     for index in range(len(run.blocks)):
         params = run.block_parameters(index)
+        _refuse_sharded(params)
         y1, y2 = _BlockFunction.apply(run, index, len(slot_values), y1, y2, *slot_values, *params)
     return y1, y2

@@ -49,7 +49,7 @@ def reference_grads(model: nn.Module, steps: list[torch.Tensor], world: int) -> 
     return {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-MODES = ("plain", "no_sync", "static_graph")
+MODES = ("plain", "no_sync", "static_graph", "fsdp2-autograd", "fsdp2-invert")
 
 
 def run(rank: int, world: int, port: int, result_dir: str) -> None:
@@ -69,13 +69,34 @@ def run(rank: int, world: int, port: int, result_dir: str) -> None:
             dist.destroy_process_group()
 
 
+def _fully_shard_per_block(model: TiedRoutedModel, world: int) -> TiedRoutedModel:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    for block in model.stack.blocks:
+        fully_shard(block.f, mesh=mesh)
+        fully_shard(block.g, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
 def _compare(rank: int, world: int, mode: str) -> str:
     torch.manual_seed(0)
     model = TiedRoutedModel()
     reference = TiedRoutedModel()
     reference.load_state_dict(model.state_dict())
     steps = batches(2)  # static_graph only uses its recorded graph from the second iteration
-    wrapped = DistributedDataParallel(model, static_graph=(mode == "static_graph"))
+    if mode.startswith("fsdp2"):
+        revzoo.set_execution(model, mode.removeprefix("fsdp2-"))
+        wrapped = _fully_shard_per_block(model, world)
+        if mode == "fsdp2-invert":
+            try:
+                wrapped(steps[0].chunk(world)[rank]).backward()
+            except NotImplementedError as err:
+                return "refused " + str(err).replace(" ", "_")
+            return "accepted -"
+    else:
+        wrapped = DistributedDataParallel(model, static_graph=(mode == "static_graph"))
     for step, tokens in enumerate(steps):
         torch.manual_seed(1000 * step + rank)
         shard = tokens.chunk(world)[rank]
@@ -85,7 +106,7 @@ def _compare(rank: int, world: int, mode: str) -> str:
         else:
             wrapped(shard).backward()
     expected = reference_grads(reference, steps, world)
-    got = {name: p.grad for name, p in model.named_parameters()}
+    got = {name: getattr(p.grad, "full_tensor", lambda g=p.grad: g)() for name, p in model.named_parameters()}
     worst = max((got[n] - expected[n]).abs().max().item() for n in expected)
     nonzero = all(expected[n].abs().max() > 0 for n in expected)
     return f"{worst} {nonzero}"

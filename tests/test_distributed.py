@@ -42,10 +42,32 @@ def results(tmp_path_factory) -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.parametrize("mode", distributed_worker.MODES)
+@pytest.mark.parametrize("mode", ["plain", "no_sync", "static_graph"])
 def test_ddp_gradients_equal_single_process(mode: str, results) -> None:
     """Dropout, tied embeddings and a routed tensor that requires grad; no find_unused_parameters."""
     for rank, result in enumerate(results[mode]):
         worst, nonzero = result.split()
         assert nonzero == "True", f"rank {rank}: a zero reference gradient would prove nothing"
         assert float(worst) < 1e-6, f"rank {rank}: gradients differ from single-process by {worst}"
+
+
+def test_fsdp2_autograd_execution_equals_single_process(results) -> None:
+    """fully_shard per branch, CPU gloo: the reversible form through plain autograd trains exactly."""
+    for rank, result in enumerate(results["fsdp2-autograd"]):
+        worst, nonzero = result.split()
+        assert nonzero == "True" and float(worst) < 1e-6, f"rank {rank}: {result}"
+
+
+def test_fsdp2_invert_is_refused_clearly(results) -> None:
+    for result in results["fsdp2-invert"]:
+        verdict, message = result.split(maxsplit=1)
+        assert verdict == "refused" and "execution='autograd'" in message.replace("_", " ")
+
+
+@pytest.mark.skip(
+    reason="FSDP2 + execution='invert' is not supported: FSDP2 reduce-scatters gradients from hooks on its "
+    "unsharded parameters during the module's own backward, while revzoo's inverted blocks return parameter "
+    "gradients from their autograd Function (what DDP needs); an accumulate-into-unsharded path is future work"
+)
+def test_fsdp2_invert_gradients_equal_single_process() -> None:
+    """Placeholder that keeps the gap visible in every test run."""
