@@ -130,7 +130,8 @@ class Dalle(nn.Module):
             image: image token ids (batch, n) or images (batch, channels, size, size) for the VAE.
             return_loss: return `(CE_text + loss_img_weight * CE_img) / (loss_img_weight + 1)` instead.
             null_cond: (batch,) bool, rows whose text is dropped (classifier-free guidance).
-            cache: a dict filled during generation; only the positions after cache["offset"] are computed.
+            cache: a dict filled during generation (inference only); only positions from cache["offset"] on
+                are computed.
         """
         text = self._text_with_bos(text, null_cond)
         tokens = self.embed_text(text)
