@@ -121,17 +121,11 @@ class LieTransformer(nn.Module):
         mask = self._check_mask(mask, batch, points, coors.device)
         edge_features = self._embed_edges(edges, batch, points)
         samples = self.liftsamples if self.group.has_stabiliser else 1
-        if self.group.has_stabiliser:
-            if rotations is None:
-                rotations = self.sample_rotations(batch, points, generator=generator, like=coors)
-            elif rotations.shape != (batch, points, samples, 3, 3):
-                raise ValueError(
-                    f"rotations must have shape {(batch, points, samples, 3, 3)} (batch, points, liftsamples, 3, 3), "
-                    f"got {tuple(rotations.shape)}"
-                )
+        rotations = self._lift_samples(rotations, coors, generator)
         elements = self.group.lift(coors, rotations)
         count = points * samples
         element_mask = mask.repeat_interleave(samples, dim=1)
+        # drawn here, before the stack, so that backward's recompute sees the same neighbourhoods
         noise = torch.rand((batch, count, count), generator=generator, dtype=coors.dtype, device=coors.device)
         neighbourhood = find_neighbourhood(
             self.group, elements, element_mask, nbhd=self.nbhd, fill=self.fill, noise=noise
@@ -153,6 +147,22 @@ class LieTransformer(nn.Module):
         if self.mean:
             pooled = pooled / mask.sum(dim=1, keepdim=True).clamp_min(1).to(pooled.dtype)
         return pooled
+
+    def _lift_samples(
+        self, rotations: torch.Tensor | None, coors: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor | None:
+        """Returns the caller's stabiliser samples (checked) or fresh ones; None for T3, which has no stabiliser."""
+        if not self.group.has_stabiliser:
+            return None
+        batch, points = coors.shape[:2]
+        if rotations is None:
+            return self.sample_rotations(batch, points, generator=generator, like=coors)
+        expected = (batch, points, self.liftsamples, 3, 3)
+        if rotations.shape != expected:
+            raise ValueError(
+                f"rotations must have shape {expected} (batch, points, liftsamples, 3, 3), got {tuple(rotations.shape)}"
+            )
+        return rotations
 
     def _embed_features(self, feats: torch.Tensor) -> torch.Tensor:
         if self.token_emb is not None:
