@@ -14,6 +14,8 @@ import torch
 import revzoo
 import revzoo_dalle
 from revzoo_dalle import build_dalle, read_dalle_pytorch, write_dalle_pytorch
+from revzoo_dalle.attention import Attention
+from revzoo_dalle.patterns import AttentionPattern
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dalle"
 CASES = ("seq_full_defaults", "rev_all_types", "rev_shared_stable", "seq_conv_shift")
@@ -139,3 +141,16 @@ def test_a_rotary_table_revzoo_would_not_reproduce_is_refused() -> None:
     checkpoint["weights"]["transformer.pos_emb"] = checkpoint["weights"]["transformer.pos_emb"] * 2
     with pytest.raises(revzoo.CheckpointError, match="transformer.pos_emb .* differs from the rotary table"):
         read_dalle_pytorch(checkpoint)
+
+
+def test_conv_like_attention_with_other_kernel_and_dilation_matches_upstream(reference: dict) -> None:
+    expected = reference["conv_attention"]
+    pattern = AttentionPattern("conv_like", expected["text_len"], expected["image_size"],
+                               expected["kernel_size"], expected["dilation"])
+    attention = Attention(16, pattern=pattern, heads=2, dim_head=8)
+    weights = expected["weights"]
+    attention.load_state_dict({"to_qkv.weight": weights["to_qkv.weight"], "to_out.weight": weights["to_out.0.weight"],
+                               "to_out.bias": weights["to_out.0.bias"]})
+    with torch.no_grad():
+        torch.testing.assert_close(attention(expected["x"])[0], expected["out"], rtol=0, atol=1e-5)
+        torch.testing.assert_close(attention(expected["x"][:, :20])[0], expected["partial_out"], rtol=0, atol=1e-5)

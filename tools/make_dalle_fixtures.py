@@ -8,7 +8,8 @@ Needs the real upstream package and the versions of its helpers current at its r
 Each case is a small random upstream DALLE saved as the training script saves it
 (`hparams`, `vae_params`, `weights`, `vae_class_name`, `version`, optimizer state), plus
 inputs, logits, loss and generated images (seeds 100 and 101, the second primed with
-decoded `image`) in `reference.pt`. The upstream package imports modules it does
+decoded `image`) in `reference.pt`, which also holds one upstream conv-like attention with
+kernel 3 and dilation 2. The upstream package imports modules it does
 not need for DALLE (pretrained-VAE loaders, pkg_resources); they are stubbed here.
 """
 
@@ -56,6 +57,20 @@ def _stub_unused_imports() -> None:
         sys.modules["pkg_resources"] = stub
 
 
+def _conv_attention_reference() -> dict[str, Any]:
+    """Upstream's conv-like attention with a kernel and dilation that its DALLE class cannot set."""
+    from dalle_pytorch.attention import SparseConvCausalAttention
+
+    torch.manual_seed(10)
+    text_len, image_size = 5, 6
+    attention = SparseConvCausalAttention(16, seq_len=text_len + image_size**2 - 1, image_size=image_size,
+                                          kernel_size=3, dilation=2, heads=2, dim_head=8)
+    x = torch.randn(2, text_len + image_size**2, 16)
+    with torch.no_grad():
+        return {"weights": attention.state_dict(), "x": x, "out": attention(x), "partial_out": attention(x[:, :20]),
+                "text_len": text_len, "image_size": image_size, "kernel_size": 3, "dilation": 2}
+
+
 def main() -> None:
     _stub_unused_imports()
     from dalle_pytorch import DALLE, DiscreteVAE
@@ -89,6 +104,7 @@ def main() -> None:
                     "opt_state": optimizer.state_dict(), "scheduler_state": None}, OUT / f"{name}.pt")
         reference[name] = {"text": text, "image": image, "logits": logits, "loss": loss, "partial_logits": partial,
                            "generated": generated, "primed": primed}
+    reference["conv_attention"] = _conv_attention_reference()
     torch.save(reference, OUT / "reference.pt")
     total = sum(path.stat().st_size for path in OUT.glob("*.pt"))
     print(f"wrote {len(CASES)} cases to {OUT} ({total / 1024:.0f} KiB)")
