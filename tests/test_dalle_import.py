@@ -154,3 +154,14 @@ def test_conv_like_attention_with_other_kernel_and_dilation_matches_upstream(ref
     with torch.no_grad():
         torch.testing.assert_close(attention(expected["x"])[0], expected["out"], rtol=0, atol=1e-5)
         torch.testing.assert_close(attention(expected["x"][:, :20])[0], expected["partial_out"], rtol=0, atol=1e-5)
+
+
+def test_export_checkpoint_file_reimports_to_the_same_logits(register_plugin, tmp_path: Path, reference: dict) -> None:
+    register_plugin(revzoo_dalle, name="dalle")
+    revzoo_file = revzoo.import_checkpoint("dalle-pytorch", FIXTURES / "rev_all_types.pt", tmp_path / "m.safetensors")
+    exported = revzoo.export_checkpoint("dalle-pytorch", revzoo_file, tmp_path / "back.pt")
+    again = revzoo.import_checkpoint("dalle-pytorch", exported, tmp_path / "again.safetensors")
+    expected = reference["rev_all_types"]
+    with torch.no_grad():
+        logits = revzoo.load(again).eval()(expected["text"], expected["image"])
+    torch.testing.assert_close(logits, expected["logits"], rtol=0, atol=1e-5)
