@@ -60,6 +60,10 @@ def test_logits_shape_mask_and_loss_backward(form: str) -> None:
     assert logits.shape == (2, 4 + 16, text_ids + 8)
     assert (logits[:, :4, text_ids:] < -1e30).all() and (logits[:, 4:, :text_ids] < -1e30).all()
     assert model(text, image[:, :5]).shape == (2, 1 + 4 + 5, text_ids + 8)
+    with pytest.raises(ValueError, match="at most 16 image tokens fit, got 17"):
+        model(text, torch.zeros(2, 17, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"text must have shape \(batch, 4\)"):
+        model(text[:, :3], image)
     loss = model(text, image, return_loss=True)
     loss.backward()
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -106,6 +106,8 @@ def config_from_checkpoint(obj: Mapping[str, Any]) -> tuple[dict[str, Any], str]
     vae_class = obj.get("vae_class_name", "DiscreteVAE")
     if vae_class in _PRETRAINED_VAES:
         fmap = _infer_fmap(weights, config["text_seq_len"])
+        if "to_logits.1.weight" not in weights:
+            _fail("cannot tell the number of image tokens: the checkpoint has no to_logits.1.weight")
         config.update(vae="none", image_size=256, vae_num_layers=int(math.log2(256 // fmap)),
                       num_image_tokens=weights["to_logits.1.weight"].shape[0] - config["num_text_tokens"]
                       - config["text_seq_len"])

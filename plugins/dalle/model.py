@@ -139,6 +139,8 @@ class Dalle(nn.Module):
             tokens = tokens + self.text_pos_emb(torch.arange(text.shape[1], device=text.device))
         if image is not None and image.numel() > 0:
             image = self.image_tokens(image)
+            if image.shape[1] > self.image_seq_len:
+                raise ValueError(f"at most {self.image_seq_len} image tokens fit, got {image.shape[1]}")
             image_emb = self.embed_image(image)
             if not self.rotary_emb:
                 image_emb = image_emb + self.image_pos_emb(image.shape[1])
