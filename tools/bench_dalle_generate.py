@@ -14,7 +14,6 @@ import statistics
 import time
 
 import torch
-
 from revzoo_dalle import build_dalle
 
 CONFIG = {
