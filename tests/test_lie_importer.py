@@ -6,15 +6,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import revzoo
-import torch
-
 import revzoo_lie
+import torch
 from revzoo_lie import read_lie_transformer_pytorch
 from revzoo_lie.groups import SE3
 
+import revzoo
+
 FIXTURES = Path(__file__).parent / "fixtures" / "lie"
 LAYOUTS = ("sequential", "reversible")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds contention on the shared 2-core machine (10x slower under load)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _load(name: str):
@@ -79,7 +90,9 @@ def test_hyperparameters_saved_beside_the_state_dict_are_used(register_plugin, t
     register_plugin(revzoo_lie, name="lie")
     state = _load("upstream_sequential.pt")
     torch.save({"state_dict": state, "hparams": {"heads": 2, "dim": 8, "liftsamples": 3}}, tmp_path / "wrapped.pt")
-    model = revzoo.load(revzoo.import_checkpoint("lie-transformer-pytorch", tmp_path / "wrapped.pt", tmp_path / "w.safetensors"))
+    model = revzoo.load(
+        revzoo.import_checkpoint("lie-transformer-pytorch", tmp_path / "wrapped.pt", tmp_path / "w.safetensors")
+    )
     assert (model.revzoo_config["heads"], model.revzoo_config["liftsamples"]) == (2, 3)
     with pytest.raises(revzoo.CheckpointError, match="disagree"):
         read_lie_transformer_pytorch({"state_dict": state, "hparams": {"heads": 2, "dim": 16}})

@@ -149,12 +149,16 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure_step(*args.measure)))
         return
-    print(f"lie-transformer-rev {json.dumps(MODEL)}; {TEMPLATES + 1} classes (class {TEMPLATES} mirrors class 0), {POINTS} typed points")
+    print(
+        f"lie-transformer-rev {json.dumps(MODEL)}; "
+        f"{TEMPLATES + 1} classes (class {TEMPLATES} mirrors class 0), {POINTS} typed points"
+    )
     result = train(args.steps, args.seed)
     scores = result["test_accuracy"]
     print(
         f"test accuracy {scores['all']:.3f} on fresh random poses ({result['train_seconds']} s training): "
-        f"{scores['distinct']:.3f} on classes 1-{TEMPLATES - 1}, {scores['mirror_pair']:.3f} within the mirror pair 0/{TEMPLATES}"
+        f"{scores['distinct']:.3f} on classes 1-{TEMPLATES - 1}, "
+        f"{scores['mirror_pair']:.3f} within the mirror pair 0/{TEMPLATES}"
     )
     print(
         f"peak memory of one training step (depth {MEMORY_MODEL['depth']}, {MEMORY_BATCH} clouds of {MEMORY_POINTS} points, "

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import revzoo
 import torch
+
+import revzoo
 
 from .builder import DEFAULTS, build_lie_transformer
 from .groups import SE3, SO3, T3, group_from_name

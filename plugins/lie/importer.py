@@ -15,8 +15,9 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import revzoo
 import torch
+
+import revzoo
 
 from .builder import DEFAULTS
 
@@ -100,7 +101,9 @@ def read_lie_transformer_pytorch(obj: Any, **options: Any) -> revzoo.ImportedChe
     """
     unknown_options = sorted(set(options) - set(OPTIONS))
     if unknown_options:
-        raise revzoo.CheckpointError(f"unknown option(s) {unknown_options} for lie-transformer-pytorch; valid: {', '.join(OPTIONS)}")
+        raise revzoo.CheckpointError(
+            f"unknown option(s) {unknown_options} for lie-transformer-pytorch; valid: {', '.join(OPTIONS)}"
+        )
     state, hparams = _unwrap(obj)
     options = {**{key: hparams[key] for key in OPTIONS if key in hparams}, **options}
     tensors: dict[str, torch.Tensor] = {}
@@ -127,12 +130,16 @@ def read_lie_transformer_pytorch(obj: Any, **options: Any) -> revzoo.ImportedChe
         elif target:
             tensors[target], sources[target] = tensor, key
     if unmapped:
-        raise revzoo.CheckpointError(f"cannot map {_describe(sorted(unmapped))} (not a lie-transformer-pytorch 0.0.17 state dict?)")
+        raise revzoo.CheckpointError(
+            f"cannot map {_describe(sorted(unmapped))} (not a lie-transformer-pytorch 0.0.17 state dict?)"
+        )
     if not layouts:
         raise revzoo.CheckpointError("no lie-transformer-pytorch block keys (net.blocks.*) in the checkpoint")
     config = _infer_config(tensors, options)
     conflicts = {
-        key: (value, config[key]) for key, value in hparams.items() if value is not None and key in config and config[key] != value
+        key: (value, config[key])
+        for key, value in hparams.items()
+        if value is not None and key in config and config[key] != value
     }
     if conflicts:
         raise revzoo.CheckpointError(f"hparams disagree with the tensors (saved, inferred): {conflicts}")
@@ -141,9 +148,7 @@ def read_lie_transformer_pytorch(obj: Any, **options: Any) -> revzoo.ImportedChe
         weight = tensors[kernel_key.format(block)].clone()
         weight[:, :UPSTREAM_PAIR_DIM] = -weight[:, :UPSTREAM_PAIR_DIM]
         tensors[kernel_key.format(block)] = weight
-    return revzoo.ImportedCheckpoint(
-        architecture="lie-transformer", config=config, form=layouts.pop(), tensors=tensors
-    )
+    return revzoo.ImportedCheckpoint(architecture="lie-transformer", config=config, form=layouts.pop(), tensors=tensors)
 
 
 def _infer_config(tensors: dict[str, torch.Tensor], options: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +192,8 @@ def _infer_config(tensors: dict[str, torch.Tensor], options: dict[str, Any]) -> 
     }
     if "edge_emb.weight" in tensors and tensors["edge_emb.weight"].shape[1] != edge_dim:
         raise revzoo.CheckpointError(
-            f"edge_emb width {tensors['edge_emb.weight'].shape[1]} does not match the location kernel's {edge_dim} edge inputs"
+            f"edge_emb width {tensors['edge_emb.weight'].shape[1]} does not match "
+            f"the location kernel's {edge_dim} edge inputs"
         )
     for name in ("liftsamples", "nbhd", "fill", "mean"):
         if name in options:

@@ -10,9 +10,10 @@ a backward recompute sees the same samples and a seeded generator reproduces a c
 
 from __future__ import annotations
 
-import revzoo
 import torch
 from torch import nn
+
+import revzoo
 
 from .attention import AttentionBranch, FeedForward, LieSelfAttention
 from .groups import group_from_name
@@ -86,9 +87,7 @@ class LieTransformer(nn.Module):
         self, batch: int, points: int, *, generator: torch.Generator | None = None, like: torch.Tensor
     ) -> torch.Tensor:
         """Returns uniform lift samples ``(batch, points, liftsamples, 3, 3)`` in ``like``'s dtype and device."""
-        return random_rotations(
-            (batch, points, self.liftsamples), generator=generator, dtype=like.dtype, device=like.device
-        )
+        return random_rotations((batch, points, self.liftsamples), generator=generator, dtype=like.dtype, device=like.device)
 
     def forward(
         self,
@@ -127,18 +126,14 @@ class LieTransformer(nn.Module):
         element_mask = mask.repeat_interleave(samples, dim=1)
         # drawn here, before the stack, so that backward's recompute sees the same neighbourhoods
         noise = torch.rand((batch, count, count), generator=generator, dtype=coors.dtype, device=coors.device)
-        neighbourhood = find_neighbourhood(
-            self.group, elements, element_mask, nbhd=self.nbhd, fill=self.fill, noise=noise
-        )
+        neighbourhood = find_neighbourhood(self.group, elements, element_mask, nbhd=self.nbhd, fill=self.fill, noise=noise)
         data = (
             neighbourhood.pairs,
             values.repeat_interleave(samples, dim=1),
             element_mask,
             _neighbour_edges(edge_features, neighbourhood, samples),
         )
-        _, values, _, _ = self.stack(
-            data, neighbour_index=neighbourhood.index, neighbour_mask=neighbourhood.valid
-        )
+        _, values, _, _ = self.stack(data, neighbour_index=neighbourhood.index, neighbour_mask=neighbourhood.valid)
         out = self.head(self.head_norm(values)).unflatten(1, (points, samples)).mean(dim=2)
         out = out.masked_fill(~mask[..., None], 0.0)
         if not return_pooled:
@@ -184,7 +179,9 @@ class LieTransformer(nn.Module):
     def _embed_edges(self, edges: torch.Tensor | None, batch: int, points: int) -> torch.Tensor | None:
         if self.edge_dim == 0:
             if edges is not None:
-                raise ValueError("edges were given but the model has no edge_dim; build it with edge_dim (and num_edge_types for ids)")
+                raise ValueError(
+                    "edges were given but the model has no edge_dim; build it with edge_dim (and num_edge_types for ids)"
+                )
             return None
         if edges is None:
             expected = (batch, points, points) if self.edge_emb is not None else (batch, points, points, self.edge_dim)
