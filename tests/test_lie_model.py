@@ -198,3 +198,16 @@ def test_bad_inputs_are_refused_with_a_message():
         model(feats, coords, mask=torch.ones(2, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="no edge_dim"):
         model(feats, coords, torch.randn(2, 6, 6, 2, dtype=DTYPE))
+
+
+def test_autocast_keeps_the_group_maths_in_float32():
+    torch.manual_seed(0)
+    model = build_lie_transformer(form="reversible", **TINY, edge_dim=2)
+    feats, coords = torch.randn(2, 6, 8), torch.randn(2, 6, 3)
+    edges = torch.randn(2, 6, 6, 2)
+    reference = model(feats, coords, edges, return_pooled=True, generator=_seeded())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(feats, coords, edges, return_pooled=True, generator=_seeded())
+    out.float().square().sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert torch.allclose(out.float(), reference, atol=0.05)

@@ -121,14 +121,19 @@ class LieTransformer(nn.Module):
         edge_features = self._embed_edges(edges, batch, points)
         samples = self.liftsamples if self.group.has_stabiliser else 1
         rotations = self._lift_samples(rotations, coors, generator)
-        elements = self.group.lift(coors, rotations)
         count = points * samples
         element_mask = mask.repeat_interleave(samples, dim=1)
         # drawn here, before the stack, so that backward's recompute sees the same neighbourhoods
         noise = torch.rand((batch, count, count), generator=generator, dtype=coors.dtype, device=coors.device)
-        neighbourhood = find_neighbourhood(self.group, elements, element_mask, nbhd=self.nbhd, fill=self.fill, noise=noise)
+        # group maths (matrix logs, distance ranks) in at least float32, whatever autocast or the input says
+        geometry = torch.promote_types(coors.dtype, torch.float32)
+        with torch.autocast(coors.device.type, enabled=False):
+            elements = self.group.lift(coors.to(geometry), None if rotations is None else rotations.to(geometry))
+            neighbourhood = find_neighbourhood(
+                self.group, elements, element_mask, nbhd=self.nbhd, fill=self.fill, noise=noise.to(geometry)
+            )
         data = (
-            neighbourhood.pairs,
+            neighbourhood.pairs.to(coors.dtype),
             values.repeat_interleave(samples, dim=1),
             element_mask,
             _neighbour_edges(edge_features, neighbourhood, samples),
