@@ -13,12 +13,23 @@ from revzoo import _plugins
 
 @pytest.fixture(autouse=True)
 def no_plugin_autoload(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test sees only the plugins it registers; the entry points are not loaded."""
+    """Each test sees only the plugins it registers or loads; the entry points are not loaded unless it asks.
+
+    Entry points a test loads (by setting REVZOO_LOAD_PLUGINS) are unloaded after it.
+    """
     monkeypatch.setenv("REVZOO_LOAD_PLUGINS", "")
     monkeypatch.delenv("REVZOO_DISABLE_PLUGINS", raising=False)
-    _plugins._state.registry = None
+    state = _plugins._state
+    attempted, failures = set(state.attempted), dict(state.import_failures)
+    state.registry = None
     yield
-    _plugins._state.registry = None
+    for name in state.attempted - attempted:
+        if _plugins.plugin_manager.has_plugin(name):
+            _plugins.plugin_manager.unregister(name=name)
+    state.attempted.intersection_update(attempted)
+    state.import_failures.clear()
+    state.import_failures.update(failures)
+    state.registry = None
 
 
 @pytest.fixture

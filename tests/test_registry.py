@@ -125,16 +125,6 @@ def entry_points(monkeypatch):
         FakeEntryPoint("raiser", RaisesOnRegister),
     ]
     monkeypatch.setattr(metadata, "entry_points", lambda group: points if group == "revzoo" else [])
-    saved_attempted = set(_plugins._state.attempted)
-    saved_failures = dict(_plugins._state.import_failures)
-    yield
-    for point in points:
-        if _plugins.plugin_manager.has_plugin(point.name):
-            _plugins.plugin_manager.unregister(name=point.name)
-    _plugins._state.attempted.clear()
-    _plugins._state.attempted.update(saved_attempted)
-    _plugins._state.import_failures.clear()
-    _plugins._state.import_failures.update(saved_failures)
 
 
 def test_entry_points_load_in_isolation(entry_points, monkeypatch) -> None:
