@@ -71,7 +71,7 @@ def find_neighbourhood(
             -1, order, torch.arange(count, device=order.device).expand(batch, count, count)
         )
         valid_count = mask.sum(-1)
-        ball_size = torch.maximum(torch.ceil(fill * valid_count.to(torch.float64)).long(), torch.full_like(valid_count, k))
+        ball_size = torch.maximum((fill * valid_count.float()).ceil().long(), torch.full_like(valid_count, k))
         in_ball = (rank < ball_size[:, None, None]) & mask[:, None, :]
         score = in_ball.to(noise.dtype) + noise
         index = score.topk(k, dim=-1).indices
