@@ -19,6 +19,9 @@ import torch
 
 from .groups import LieGroup
 
+# Pairs whose coordinates are computed at once when measuring all distances (bounds the temporaries).
+_PAIRS_PER_SLICE = 1 << 16
+
 
 @dataclass(frozen=True)
 class Neighbourhood:
@@ -40,6 +43,22 @@ def gather_elements(elements: torch.Tensor, index: torch.Tensor) -> torch.Tensor
     batch, queries, k = index.shape
     flat = index.reshape(batch, queries * k, 1).expand(-1, -1, elements.shape[-1])
     return elements.gather(1, flat).reshape(batch, queries, k, elements.shape[-1])
+
+
+def pairwise_distance(group: LieGroup, elements: torch.Tensor) -> torch.Tensor:
+    """Returns the group distances ``(batch, elements, elements)`` of all pairs.
+
+    Computed in slices of queries: the pair maths holds a few dozen numbers per pair in flight,
+    which for all pairs at once would dwarf the ``(batch, elements, elements)`` result.
+    """
+    batch, count, _ = elements.shape
+    rows = max(1, _PAIRS_PER_SLICE // max(1, batch * count))
+    keys = elements[:, None, :, :]
+    slices = [
+        group.distance(group.pair_coordinates(elements[:, start : start + rows, None, :], keys))
+        for start in range(0, count, rows)
+    ]
+    return torch.cat(slices, dim=1)
 
 
 def find_neighbourhood(
@@ -64,8 +83,7 @@ def find_neighbourhood(
     batch, count = mask.shape
     k = min(nbhd, count)
     with torch.no_grad():  # the choice is discrete; gradients flow through the gathered pairs below
-        distance = group.distance(group.pair_coordinates(elements[:, :, None, :], elements[:, None, :, :]))
-        distance = distance.masked_fill(~mask[:, None, :], math.inf)
+        distance = pairwise_distance(group, elements).masked_fill(~mask[:, None, :], math.inf)
         order = distance.argsort(dim=-1, stable=True)
         rank = torch.empty_like(order).scatter_(
             -1, order, torch.arange(count, device=order.device).expand(batch, count, count)
