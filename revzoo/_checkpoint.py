@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,26 +12,18 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ._io import (
-    SAFETENSORS_SUFFIX,
-    atomic_write,
-    check_output,
-    open_safetensors,
-    read_foreign,
-    require_file,
-    tensor_items,
-)
+from ._io import SAFETENSORS_SUFFIX, atomic_write, check_output, progress_bar, read_foreign, require_file, tensor_items
 from ._registry import create, get_format, resolve
 from ._sequence import FORMS, get_form
+from ._shards import is_index, open_tensors, write_checkpoint
 from ._state import TensorSource, check_fit, fit_tensors, tied_groups
+from ._stream import stored_tensors, write_stored
 from ._version import LAYOUT_VERSION, __version__
 from .errors import CheckpointError
 
 __all__ = ["convert", "export_checkpoint", "import_checkpoint", "load", "probe_forms", "read_metadata", "save"]
 
 _KEY = "revzoo."
-_HEADER_ALIGNMENT = 8
-_COPY_CHUNK = 16 << 20
 
 
 def _metadata(model: nn.Module, aliases: Mapping[str, str]) -> dict[str, str]:
@@ -55,10 +45,13 @@ def _metadata(model: nn.Module, aliases: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def save(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Writes the model's weights and what rebuilds it to a safetensors file, atomically; returns the path.
+def save(model: nn.Module, path: str | os.PathLike, max_shard_size: int | str | None = None) -> Path:
+    """Writes the model's weights and what rebuilds it to a safetensors file, atomically; returns the path to load.
 
-    Tied tensors are stored once; the file records their other names.
+    Tied tensors are stored once; the file records their other names. With
+    `max_shard_size` (bytes, or text such as "500MB"), or when `path` ends in
+    `.index.json`, the tensors go to Hugging Face-style shards plus an index, each
+    carrying the revzoo metadata; the index's path is returned.
 
     Example:
         >>> revzoo.save(revzoo.create("dalle-rev", depth=2), "dalle.safetensors")
@@ -68,7 +61,12 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
     aliases = {name: group[0] for group in groups for name in group[1:]}
     metadata = _metadata(model, aliases)
     tensors = _unshared({group[0]: state[group[0]] for group in groups})
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata))
+    sizes = {name: tensor.numel() * tensor.element_size() for name, tensor in tensors.items()}
+
+    def write_shard(names, tmp: Path) -> None:
+        save_file({name: tensors[name] for name in names}, tmp, metadata)
+
+    return write_checkpoint(path, sizes, write_shard, metadata, max_shard_size)
 
 
 def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -84,10 +82,9 @@ def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Returns a revzoo file's architecture, form, config, version and aliases, checked for this revzoo."""
-    with open_safetensors(path) as handle:
-        raw = handle.metadata() or {}
-    return _parse_metadata(raw, Path(path))
+    """Returns a revzoo file's (or shard index's) architecture, form, config, version and aliases, checked."""
+    with open_tensors(path) as (raw, _):
+        return _parse_metadata(raw, Path(path))
 
 
 def _parse_metadata(raw: Mapping[str, str], path: Path) -> dict[str, Any]:
@@ -125,6 +122,7 @@ def load(
 ) -> nn.Module:
     """Rebuilds a model from a revzoo file's metadata and loads its weights, tensor by tensor.
 
+    `path` is a safetensors file or a shard index (`model.safetensors.index.json`).
     `form` asks for the other form of the same weights. A file without revzoo metadata
     (a bare state dict, `.safetensors` or `.pt`) loads when `architecture` (and, if not
     the defaults, `config`) is given. Raises CheckpointError if anything does not fit.
@@ -133,14 +131,13 @@ def load(
         >>> model = revzoo.load("dalle.safetensors", form="sequential")
     """
     path = require_file(path)
-    if path.suffix.lower() != SAFETENSORS_SUFFIX:
+    if path.suffix.lower() != SAFETENSORS_SUFFIX and not is_index(path):
         if architecture is None:
             raise CheckpointError(f"{path}: only {SAFETENSORS_SUFFIX} files carry revzoo metadata; pass architecture=NAME")
         model = create(architecture, form=form, **dict(config or {}))
         fit_tensors(model, TensorSource.from_tensors(tensor_items(read_foreign(path))), str(path))
         return model.to(device=device, dtype=dtype)
-    with open_safetensors(path) as handle:
-        raw = handle.metadata() or {}
+    with open_tensors(path) as (raw, source):
         if architecture is not None and _KEY + "architecture" not in raw:
             meta = {"architecture": architecture, "form": None, "config": dict(config or {}), "aliases": {}}
         else:
@@ -148,38 +145,24 @@ def load(
             if architecture is not None and resolve(architecture)[0].name != meta["architecture"]:
                 raise CheckpointError(f"{path}: holds a {meta['architecture']!r} model, not {architecture!r}")
         model = create(meta["architecture"], form=form or meta["form"], **meta["config"])
-        fit_tensors(model, TensorSource.from_safetensors(handle), str(path), meta["aliases"])
+        fit_tensors(model, source, str(path), meta["aliases"])
     return model.to(device=device, dtype=dtype)
 
 
-def _read_header(path: Path) -> tuple[dict, int]:
-    with open(path, "rb") as stream:
-        prefix = stream.read(8)
-        if len(prefix) < 8:
-            raise CheckpointError(f"{path}: not a readable safetensors file (truncated header)")
-        (length,) = struct.unpack("<Q", prefix)
-        try:
-            header = json.loads(stream.read(length))
-        except (ValueError, UnicodeDecodeError, MemoryError, OverflowError) as err:
-            raise CheckpointError(f"{path}: not a readable safetensors file (header is not JSON)") from err
-    return header, 8 + length
-
-
-def _write_with_header(src: Path, tmp: Path, header: dict, data_offset: int) -> None:
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % _HEADER_ALIGNMENT)
-    with open(src, "rb") as source, open(tmp, "wb") as target:
-        target.write(struct.pack("<Q", len(encoded)))
-        target.write(encoded)
-        source.seek(data_offset)
-        shutil.copyfileobj(source, target, _COPY_CHUNK)
-
-
-def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str, *, overwrite: bool = False) -> Path:
-    """Writes a copy of a revzoo file recording form `to`; the tensor bytes are copied unchanged.
+def convert(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    to: str,
+    *,
+    overwrite: bool = False,
+    max_shard_size: int | str | None = None,
+) -> Path:
+    """Writes a copy of a revzoo file recording form `to`; the tensor bytes are copied unchanged. Returns what to load.
 
     The two forms compute different functions of the same weights (see DESIGN.md). The
-    data section is streamed, so memory stays flat whatever the file's size.
+    data are streamed a chunk at a time, so memory stays flat whatever the file's size.
+    `src` may be a shard index; `dst` is sharded when it ends in `.index.json` (keeping
+    `src`'s shards) or when `max_shard_size` splits it (see `save`).
     """
     if to not in FORMS:
         raise CheckpointError(f"unknown form {to!r}; expected one of {', '.join(FORMS)}")
@@ -191,11 +174,20 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str, *, overwrit
         raise CheckpointError(f"{src}: architecture {spec.name!r} has no {to!r} form; it supports {', '.join(spec.forms)}")
     with torch.device("meta"):  # checks the tensors fit the architecture without allocating it
         model = create(spec.name, form=to, **meta["config"])
-    with open_safetensors(src) as handle:
-        check_fit(model, TensorSource.from_safetensors(handle), str(src), meta["aliases"])
-    header, data_offset = _read_header(src)
-    header.setdefault("__metadata__", {})[_KEY + "form"] = to
-    return atomic_write(dst, lambda tmp: _write_with_header(src, tmp, header, data_offset))
+    with open_tensors(src) as (raw, source):
+        check_fit(model, source, str(src), meta["aliases"])
+    metadata = {"format": "pt", **raw, _KEY + "form": to}
+    tensors = {tensor.name: tensor for tensor in stored_tensors(src)}
+    shards: dict[Path, list[str]] = {}
+    for tensor in tensors.values():
+        shards.setdefault(tensor.file, []).append(tensor.name)
+    sizes = {name: tensor.length for name, tensor in tensors.items()}
+    with progress_bar(sum(sizes.values()), f"converting {src.name}") as bar:
+        return write_checkpoint(
+            dst, sizes, lambda names, tmp: write_stored([tensors[n] for n in names], tmp, metadata, bar.update),
+            metadata, max_shard_size, groups=list(shards.values()),
+            check_output=lambda path: check_output(src, path, overwrite),
+        )
 
 
 def import_checkpoint(

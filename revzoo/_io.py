@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
+from tqdm import tqdm
 
 from .errors import CheckpointError
 
@@ -19,8 +21,10 @@ __all__ = [
     "SAFETENSORS_SUFFIX",
     "TORCH_SUFFIXES",
     "atomic_write",
+    "atomic_write_all",
     "check_output",
     "open_safetensors",
+    "progress_bar",
     "read_foreign",
     "require_file",
     "tensor_items",
@@ -55,10 +59,16 @@ def open_safetensors(path: str | os.PathLike) -> Iterator[Any]:
 def read_foreign(path: str | os.PathLike) -> Any:
     """Returns a foreign checkpoint's content, read without executing pickled code.
 
-    `.safetensors` gives a dict of tensors; `.pt/.pth/.bin/.ckpt` go through
-    `torch.load(weights_only=True)`, which refuses anything but tensors and plain containers.
+    `.safetensors` (or a sharded `model.safetensors.index.json`) gives a dict of tensors;
+    `.pt/.pth/.bin/.ckpt` go through `torch.load(weights_only=True)`, which refuses anything
+    but tensors and plain containers.
     """
+    from ._shards import is_index, open_tensors  # imported here: _shards builds on this module
+
     path = require_file(path)
+    if is_index(path):
+        with open_tensors(path) as (_, source):
+            return {key: source.get(key) for key in source.shapes}
     suffix = path.suffix.lower()
     if suffix == SAFETENSORS_SUFFIX:
         with open_safetensors(path) as handle:
@@ -84,18 +94,44 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
     A failure or interruption leaves no file at `path` (and the previous one, if any, untouched).
     """
-    path = Path(path)
-    if not path.parent.exists():
-        raise CheckpointError(f"{path}: directory {path.parent} does not exist")
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    tmp = Path(tmp_name)
+    return atomic_write_all({Path(path): write})[0]
+
+
+def atomic_write_all(writes: Mapping[Path, Callable[[Path], None]]) -> list[Path]:
+    """Writes every file to a temporary name beside it, and only then renames them all into place, in order.
+
+    A failure while writing leaves none of the outputs (and any previous files untouched);
+    a failure during the renames removes the outputs already renamed. Put the file that
+    says the set is complete (a shard index) last.
+    """
+    for path in writes:
+        if not path.parent.exists():
+            raise CheckpointError(f"{path}: directory {path.parent} does not exist")
+    temporaries: dict[Path, Path] = {}
+    renamed: list[Path] = []
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        for path, write in writes.items():
+            handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(handle)
+            temporaries[path] = Path(tmp_name)
+            write(temporaries[path])
+        for path, tmp in temporaries.items():
+            os.replace(tmp, path)
+            renamed.append(path)
+    except BaseException:
+        for path in renamed:
+            path.unlink(missing_ok=True)
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        for tmp in temporaries.values():
+            tmp.unlink(missing_ok=True)
+    return list(writes)
+
+
+def progress_bar(total: int, description: str) -> tqdm:
+    """Returns a byte-counting bar shown only on a terminal and only once the work has run for a second."""
+    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024, delay=1.0,
+                disable=not sys.stderr.isatty(), leave=False)
 
 
 def check_output(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool) -> None:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._io import progress_bar
 from .errors import CheckpointError
 
-__all__ = ["TensorSource", "check_fit", "fit_tensors", "tied_groups"]
+__all__ = ["TensorSource", "check_fit", "fit_tensors", "name_listing", "tied_groups"]
 
 _SAFETENSORS_DTYPES = {
     "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32,
@@ -60,7 +61,8 @@ def _kind(dtype: torch.dtype) -> int:
     return 2 if dtype.is_floating_point else 1
 
 
-def _listing(label: str, items: list[str]) -> str:
+def name_listing(label: str, items: list[str]) -> str:
+    """Returns `N label [first few, ... (k more)]`: long lists stay one readable line."""
     more = f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
     return f"{len(items)} {label} [{', '.join(items[:_SHOWN])}{more}]"
 
@@ -100,7 +102,7 @@ def check_fit(
             plan.append((group[0], name))
     unexpected = [f"{k} {_shape(source.shapes[k])}" for k in sorted(set(source.shapes) - used)]
     problems = [
-        _listing(label, sorted(items))
+        name_listing(label, sorted(items))
         for label, items in (("missing", missing), ("unexpected", unexpected), ("with the wrong shape", wrong_shape),
                              ("of a dtype the model cannot hold", wrong_dtype))
         if items
@@ -114,6 +116,9 @@ def fit_tensors(model: nn.Module, source: TensorSource, origin: str, aliases: Ma
     """Copies `source` into `model`'s parameters and buffers, tensor by tensor, after `check_fit` passed."""
     plan = check_fit(model, source, origin, aliases)
     targets = model.state_dict(keep_vars=True)
-    with torch.no_grad():
+    total = sum(targets[name].numel() * targets[name].element_size() for name, _ in plan)
+    with torch.no_grad(), progress_bar(total, f"loading {origin}") as bar:
         for target_name, source_name in plan:
-            targets[target_name].copy_(source.get(source_name))
+            target = targets[target_name]
+            target.copy_(source.get(source_name))
+            bar.update(target.numel() * target.element_size())

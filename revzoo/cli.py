@@ -53,7 +53,7 @@ def _cmd_plugins(args: argparse.Namespace) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
-    path = _checkpoint.convert(args.src, args.dst, args.to, overwrite=args.overwrite)
+    path = _checkpoint.convert(args.src, args.dst, args.to, overwrite=args.overwrite, max_shard_size=args.max_shard_size)
     print(f"wrote {path} (form {args.to}); the tensors are unchanged, but the two forms compute different functions")
     if args.probe:
         print(f"probe: max |reversible - sequential| output difference = {_checkpoint.probe_forms(path):.3e}")
@@ -71,9 +71,9 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from ._bench import run_bench
+    from ._bench import main as bench_main
 
-    run_bench(quick=args.quick, out_dir=args.out)
+    bench_main(args.bench_args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("dst")
     sub.add_argument("--to", required=True, choices=("reversible", "sequential"))
     sub.add_argument("--probe", action="store_true", help="run both forms on a seeded input and print the difference")
+    sub.add_argument("--max-shard-size", metavar="SIZE",
+                     help="write Hugging Face-style shards of at most SIZE (e.g. 500MB, 2GiB) plus an index")
     sub.add_argument("--overwrite", action="store_true")
     sub.set_defaults(run=_cmd_convert)
 
@@ -120,9 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--overwrite", action="store_true")
     sub.set_defaults(run=_cmd_export)
 
-    sub = commands.add_parser("bench", help="measure memory against depth and step time of the forms")
-    sub.add_argument("--quick", action="store_true", help="fewer depths and rounds")
-    sub.add_argument("--out", default="bench-results", help="directory for the table and plot")
+    sub = commands.add_parser("bench", help="measure memory against depth and step time of the forms",
+                              description="Options: see `python -m revzoo._bench --help` (e.g. --quick, --out DIR).")
+    sub.add_argument("bench_args", nargs=argparse.REMAINDER)
     sub.set_defaults(run=_cmd_bench)
 
     sub = commands.add_parser("demo", help="train, save, convert, reload and sample a small model")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 
 import pytest
@@ -13,6 +12,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import revzoo
+import revzoo._stream
 from helpers import pairs, tiny_spec
 from revzoo.cli import main
 
@@ -134,14 +134,20 @@ def test_convert_changes_only_the_recorded_form(tmp_path, saved, capsys) -> None
     assert probe > 0  # the forms are different functions of the same weights
 
 
+def interrupt_copy(monkeypatch) -> None:
+    """Makes the streamed copy write part of its data, then be interrupted."""
+
+    def interrupted(source, target, length, buffer, advance):
+        target.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(revzoo._stream, "_copy_range", interrupted)
+
+
 def test_failed_conversion_leaves_no_output(tmp_path, saved, monkeypatch) -> None:
     _, path = saved
     before = path.read_bytes()
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(shutil, "copyfileobj", interrupted)
+    interrupt_copy(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         revzoo.convert(path, tmp_path / "out.safetensors", "sequential")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

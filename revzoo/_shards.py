@@ -1,0 +1,172 @@
+"""Hugging Face-style sharded checkpoints: `model.safetensors.index.json` maps each tensor to its shard file.
+
+Large models outgrow one file (hubs cap file sizes, downloads resume per file), so the
+Hugging Face layout splits the tensors over `model-00001-of-00003.safetensors`, ... and
+an index whose `weight_map` names the shard of every tensor. revzoo reads that layout
+tensor by tensor across shards, and writes it with the index renamed into place last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._io import SAFETENSORS_SUFFIX, atomic_write, atomic_write_all, open_safetensors, require_file
+from ._state import TensorSource, name_listing
+from .errors import CheckpointError
+
+__all__ = [
+    "INDEX_SUFFIX",
+    "ShardIndex",
+    "is_index",
+    "open_tensors",
+    "parse_size",
+    "read_index",
+    "write_checkpoint",
+]
+
+INDEX_SUFFIX = ".index.json"
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def is_index(path: str | os.PathLike) -> bool:
+    """Returns whether `path` names a shard index rather than a single safetensors file."""
+    return str(path).lower().endswith(INDEX_SUFFIX)
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """A parsed index: its string metadata and, per tensor name, the shard file that holds it."""
+
+    path: Path
+    metadata: dict[str, str]
+    weight_map: dict[str, Path]
+
+    def shards(self) -> list[Path]:
+        """Returns the shard files in the order the index first names them."""
+        return list(dict.fromkeys(self.weight_map.values()))
+
+
+def read_index(path: str | os.PathLike) -> ShardIndex:
+    """Returns the index at `path`, or raises CheckpointError if it is not JSON, names no tensors, or a shard is missing."""
+    path = require_file(path)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not a readable shard index (not JSON: {err})") from err
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{path}: not a shard index: it needs a non-empty \"weight_map\" of tensor name -> shard file")
+    foreign = sorted({name for name in weight_map.values() if Path(name).name != name or name in (".", "..")})
+    if foreign:
+        raise CheckpointError(f"{path}: refused: shards must sit beside the index, not {name_listing('elsewhere', foreign)}")
+    missing = sorted({name for name in weight_map.values() if not (path.parent / name).is_file()})
+    if missing:
+        raise CheckpointError(f"{path}: {name_listing('shard files missing', missing)}")
+    metadata = content.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: not a shard index: its \"metadata\" is not a JSON object")
+    strings = {key: value for key, value in metadata.items() if isinstance(value, str) and key != "total_size"}
+    return ShardIndex(path, strings, {key: path.parent / name for key, name in weight_map.items()})
+
+
+@contextmanager
+def open_tensors(path: str | os.PathLike) -> Iterator[tuple[dict[str, str], TensorSource]]:
+    """Opens a safetensors file or a shard index lazily; yields its metadata and its tensors, read one at a time."""
+    if not is_index(path):
+        with open_safetensors(path) as handle:
+            yield handle.metadata() or {}, TensorSource.from_safetensors(handle)
+        return
+    index = read_index(path)
+    with ExitStack() as stack:
+        parts = {shard: TensorSource.from_safetensors(stack.enter_context(open_safetensors(shard)))
+                 for shard in index.shards()}
+        absent = sorted(f"{key} ({shard.name})" for key, shard in index.weight_map.items() if key not in parts[shard].shapes)
+        if absent:
+            raise CheckpointError(f"{index.path}: the index names tensors its shards lack: {name_listing('absent', absent)}")
+        where = {key: parts[shard] for key, shard in index.weight_map.items()}
+        yield index.metadata, TensorSource(
+            {key: part.shapes[key] for key, part in where.items()},
+            {key: part.dtypes[key] for key, part in where.items()},
+            lambda key: where[key].get(key),
+        )
+
+
+def parse_size(size: int | str) -> int:
+    """Returns a shard size in bytes from an int or text like `500MB` (10**6) or `2GiB` (2**30), as Hugging Face does."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(size))
+    if match is None or match.group(2).upper() not in _UNITS or float(match.group(1)) * _UNITS[match.group(2).upper()] < 1:
+        raise CheckpointError(f"invalid shard size {size!r}; expected a positive size such as 500MB, 2GB or 1GiB")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def _plan(sizes: Mapping[str, int], max_size: int) -> list[list[str]]:
+    """Groups tensors, in order, into shards of at most `max_size` bytes (a larger tensor gets a shard alone)."""
+    groups: list[list[str]] = [[]]
+    filled = 0
+    for name, size in sizes.items():
+        if groups[-1] and filled + size > max_size:
+            groups.append([])
+            filled = 0
+        groups[-1].append(name)
+        filled += size
+    return groups
+
+
+def _index_path(path: Path) -> Path:
+    return path if is_index(path) else path.with_name(path.name + INDEX_SUFFIX)
+
+
+def _shard_paths(index_path: Path, count: int) -> list[Path]:
+    stem = index_path.name[: -len(INDEX_SUFFIX)].removesuffix(SAFETENSORS_SUFFIX)
+    return [index_path.with_name(f"{stem}-{i:05d}-of-{count:05d}{SAFETENSORS_SUFFIX}") for i in range(1, count + 1)]
+
+
+def write_checkpoint(
+    path: str | os.PathLike,
+    sizes: Mapping[str, int],
+    write_shard: Callable[[Sequence[str], Path], None],
+    metadata: Mapping[str, str],
+    max_shard_size: int | str | None = None,
+    groups: Sequence[Sequence[str]] | None = None,
+    check_output: Callable[[Path], None] | None = None,
+) -> Path:
+    """Writes tensors (`sizes`: name -> bytes, in file order) as one file or as shards + index; returns what to load.
+
+    `write_shard(names, tmp)` writes one safetensors file. The output is sharded when
+    `path` names an index, or when `max_shard_size` splits the tensors into several shards
+    (then the index is `path` + `.index.json`, as Hugging Face names it). `groups` keeps
+    a given split (e.g. the input's shards) when no size is asked for. Every file is
+    written before any is renamed into place; `check_output` vets each final path first.
+    """
+    path = Path(path)
+    names = list(sizes)
+    if max_shard_size is not None:
+        groups = _plan(sizes, parse_size(max_shard_size))
+    elif groups is None or not is_index(path):
+        groups = [names]
+    if len(groups) == 1 and not is_index(path):
+        if check_output is not None:
+            check_output(path)
+        return atomic_write(path, lambda tmp: write_shard(names, tmp))
+    index_path = _index_path(path)
+    shard_paths = _shard_paths(index_path, len(groups))
+    for output in (*shard_paths, index_path):
+        if check_output is not None:
+            check_output(output)
+    index = {
+        "metadata": {**metadata, "total_size": sum(sizes.values())},
+        "weight_map": {name: shard.name for shard, group in zip(shard_paths, groups) for name in group},
+    }
+    writes: dict[Path, Callable[[Path], None]] = {
+        shard: (lambda tmp, group=group: write_shard(group, tmp)) for shard, group in zip(shard_paths, groups)
+    }
+    writes[index_path] = lambda tmp: tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write_all(writes)
+    return index_path
