@@ -1,10 +1,11 @@
-"""The engine benchmark: activation memory against depth, and step time, of the forms.
+"""`revzoo bench`: activation memory against depth, and step time, of every form, side by side.
 
-A stack of pre-norm attention + feed-forward blocks is trained for one step as
-- `sequential`: the classic residual stack, storing activations;
-- `reversible`: the reversible form, differentiated by inversion;
-- `checkpoint`: the sequential form with `torch.utils.checkpoint` around each sub-layer.
-The recompute lower bound is the sequential step plus one no-grad forward of the stack.
+Part 1, a transformer stack (pre-norm attention + feed-forward blocks) as sequential,
+reversible, per-sub-layer `torch.utils.checkpoint`, and revlib / memcnn where installed.
+Part 2, each registered architecture with a small config and example inputs, in its two
+forms and with checkpointed blocks. Memory is measured per configuration in its own
+process; times alternate configurations in one process and are reported relative to the
+sequential form. The recompute lower bound is the sequential step plus one no-grad forward.
 """
 
 from __future__ import annotations
@@ -12,188 +13,231 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from ._bench_models import ARCH_KINDS, StackConfig, arch_step, available_stack_kinds, stack_step
 from ._measure import alternate_times, measure_peak, peak_in_subprocess
-from ._sequence import ReversibleSequence
+from ._registry import get_architecture, list_models, registry
 
-__all__ = ["BenchConfig", "main", "run_bench"]
+__all__ = ["main", "run_bench"]
 
-CONFIGS = ("sequential", "reversible", "checkpoint")
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    dim: int = 256
-    heads: int = 8
-    seq: int = 512
-    batch: int = 4
+MIB = 2**20
 
 
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.norm = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.out = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape
-        q, k, v = self.qkv(self.norm(x)).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.out(attended.transpose(1, 2).reshape(batch, length, dim))
-
-
-class FeedForward(nn.Sequential):
-    def __init__(self, dim: int) -> None:
-        super().__init__(nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
-
-
-class Checkpointed(nn.Module):
-    """Wraps a sub-layer in torch.utils.checkpoint (non-reentrant), for the comparison."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return checkpoint(self.inner, x, use_reentrant=False)
-
-
-def build_stack(config: BenchConfig, depth: int, kind: str) -> ReversibleSequence:
-    wrap: Callable[[nn.Module], nn.Module] = Checkpointed if kind == "checkpoint" else (lambda module: module)
-    blocks = [(wrap(Attention(config.dim, config.heads)), wrap(FeedForward(config.dim))) for _ in range(depth)]
-    return ReversibleSequence(blocks, form="reversible" if kind == "reversible" else "sequential")
-
-
-def _step(stack: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    def run() -> None:
-        stack(x).square().mean().backward()
-
-    return run
-
-
-def _inputs(config: BenchConfig) -> torch.Tensor:
-    return torch.randn(config.batch, config.seq, config.dim, generator=torch.Generator().manual_seed(0))
-
-
-def measure_memory(config: BenchConfig, depth: int, kind: str) -> int:
-    """Returns the peak activation bytes of one training step (run in a fresh process)."""
-    torch.manual_seed(0)
-    stack = build_stack(config, depth, kind)
-    for param in stack.parameters():
-        param.grad = torch.zeros_like(param)
-    step = _step(stack, _inputs(config))
+def _peak_of(model: torch.nn.Module, step) -> int:
+    for param in model.parameters():
+        if param.requires_grad:
+            param.grad = torch.zeros_like(param)
     step()  # warm-up: lazy allocations are not activations
     return measure_peak(step)
 
 
-def measure_time(config: BenchConfig, depth: int, rounds: int, progress=None) -> dict[str, float]:
-    """Returns step time per configuration relative to the sequential step, plus the recompute lower bound."""
-    torch.manual_seed(0)
-    x = _inputs(config)
-    stacks = {kind: build_stack(config, depth, kind) for kind in CONFIGS}
-
-    def no_grad_forward() -> None:
-        with torch.no_grad():
-            stacks["sequential"](x)
-
-    runs = {kind: _step(stack, x) for kind, stack in stacks.items()}
-    runs["no-grad forward"] = no_grad_forward
-    ratios = alternate_times(runs, "sequential", rounds, progress)
-    ratios["lower bound"] = 1.0 + ratios.pop("no-grad forward")
-    return ratios
+def _benchable_architectures() -> list[str]:
+    names = []
+    for name in list_models(exclude="*-rev"):
+        spec = get_architecture(name)
+        if spec.example_inputs is not None and "depth" in spec.defaults and len(spec.forms) == 2:
+            names.append(name)
+    return names
 
 
-def _progress(message: str) -> None:
-    print(f"  ... {message}", file=sys.stderr, flush=True)
+class _Progress:
+    """A tqdm bar on stderr over the measurements (a plain line per step without tqdm)."""
+
+    def __init__(self, total: int) -> None:
+        try:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=sys.stderr, desc="revzoo bench")
+        except ImportError:
+            self.bar = None
+
+    def step(self, label: str) -> None:
+        if self.bar is None:
+            print(f"  ... {label}", file=sys.stderr, flush=True)
+        else:
+            self.bar.set_postfix_str(label)
+            self.bar.update()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def run_bench(
-    depths: tuple[int, ...] = (4, 8, 16, 32),
+    depths: tuple[int, ...] = (4, 8, 16, 32, 64),
     time_depth: int = 16,
+    arch_depths: tuple[int, ...] = (4, 8, 16),
     rounds: int = 5,
-    config: BenchConfig | None = None,
+    config: StackConfig | None = None,
     quick: bool = False,
-    out_dir: str | None = None,
-) -> dict:
-    """Measures memory against depth and time at `time_depth`; prints the tables and returns the figures."""
-    config = config or BenchConfig()
+    out_dir: str | None = "bench-results",
+    architectures: bool = True,
+) -> dict[str, Any]:
+    """Measures everything, prints the tables, writes `bench.md`, `bench.json` and `memory.png` to `out_dir`."""
+    config = config or StackConfig()
     if quick:
-        depths, time_depth, rounds = (2, 4, 8), 4, 3
-        config = BenchConfig(dim=128, heads=4, seq=256, batch=2)
-    memory: dict[str, dict[int, int]] = {kind: {} for kind in CONFIGS}
+        depths, time_depth, arch_depths, rounds = (2, 4, 8), 4, (2, 4), 3
+        config = StackConfig(dim=128, heads=4, seq=256, batch=2)
+    kinds = available_stack_kinds()
+    arch_names = _benchable_architectures() if architectures else []
+    progress = _Progress(len(depths) * len(kinds) + 1 + len(arch_names) * (len(arch_depths) * len(ARCH_KINDS) + 1))
+    results: dict[str, Any] = {"stack": {"config": asdict(config), "memory": {k: {} for k in kinds}}, "architectures": {}}
     for depth in depths:
-        for kind in CONFIGS:
-            _progress(f"memory: {kind} at depth {depth}")
-            args = ["--measure-memory", kind, str(depth), json.dumps(config.__dict__)]
-            memory[kind][depth] = peak_in_subprocess("revzoo._bench", args)["bytes"]
-    _progress(f"time at depth {time_depth}")
-    times = measure_time(config, time_depth, rounds, _progress)
-    results = {"config": config.__dict__, "memory": memory, "time_depth": time_depth, "time": times}
-    print(format_results(results))
+        for kind in kinds:
+            progress.step(f"stack {kind} depth {depth}")
+            args = ["--measure-stack", kind, str(depth), json.dumps(asdict(config))]
+            results["stack"]["memory"][kind][depth] = peak_in_subprocess("revzoo._bench", args)["bytes"]
+    progress.step(f"stack time at depth {time_depth}")
+    results["stack"]["time_depth"] = time_depth
+    results["stack"]["time"] = _stack_times(config, time_depth, kinds, rounds)
+    for name in arch_names:
+        memory = {kind: {} for kind in ARCH_KINDS}
+        for depth in arch_depths:
+            for kind in ARCH_KINDS:
+                progress.step(f"{name} {kind} depth {depth}")
+                args = ["--measure-arch", name, kind, str(depth)]
+                memory[kind][depth] = peak_in_subprocess("revzoo._bench", args)["bytes"]
+        progress.step(f"{name} time")
+        runs = {kind: arch_step(name, arch_depths[-1], kind)[1] for kind in ARCH_KINDS}
+        times = alternate_times(runs, "sequential", rounds)
+        results["architectures"][name] = {"memory": memory, "time": times, "time_depth": arch_depths[-1],
+                                          "small": dict(get_architecture(name).small)}
+    progress.close()
+    report = format_results(results)
+    print(report)
     if out_dir is not None:
-        from pathlib import Path
-
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        (Path(out_dir) / "engine.json").write_text(json.dumps(results, indent=2))
-        (Path(out_dir) / "engine.md").write_text(format_results(results) + "\n")
-        print(f"wrote {Path(out_dir) / 'engine.md'} and engine.json")
+        _write(results, report, Path(out_dir))
     return results
 
 
-def format_results(results: dict) -> str:
-    memory, times = results["memory"], results["time"]
-    depths = sorted(next(iter(memory.values())))
-    config = results["config"]
-    lines = [
-        f"Peak activation memory of one training step, MiB (dim {config['dim']}, heads {config['heads']}, "
-        f"seq {config['seq']}, batch {config['batch']}):",
-        "",
-        "| depth | " + " | ".join(CONFIGS) + " | reversible / sequential |",
-        "|---:|" + "---:|" * (len(CONFIGS) + 1),
-    ]
+def _stack_times(config: StackConfig, depth: int, kinds: tuple[str, ...], rounds: int) -> dict[str, float]:
+    built = {kind: stack_step(config, depth, kind) for kind in kinds}
+    sequential = built["sequential"][0]
+    x = torch.randn(config.batch, config.seq, config.dim)
+
+    def no_grad_forward() -> None:
+        with torch.no_grad():
+            sequential(x)
+
+    runs = {kind: step for kind, (_, step) in built.items()}
+    runs["no-grad forward"] = no_grad_forward
+    times = alternate_times(runs, "sequential", rounds)
+    times["lower bound"] = 1.0 + times.pop("no-grad forward")
+    return times
+
+
+def _memory_table(memory: dict[str, dict[int, int]], reference: str = "sequential") -> list[str]:
+    kinds = list(memory)
+    depths = sorted(memory[reference])
+    lines = ["| depth | " + " | ".join(kinds) + " | reversible / sequential |", "|---:|" + "---:|" * (len(kinds) + 1)]
     for depth in depths:
-        cells = [f"{memory[kind][depth] / 2**20:.1f}" for kind in CONFIGS]
-        ratio = memory["reversible"][depth] / memory["sequential"][depth]
+        cells = [f"{memory[kind][depth] / MIB:.1f}" for kind in kinds]
+        ratio = memory["reversible"][depth] / memory[reference][depth]
         lines.append(f"| {depth} | " + " | ".join(cells) + f" | {ratio:.2f} |")
-    growth = memory["reversible"][depths[-1]] / memory["reversible"][depths[0]]
-    lines += [
+    growth = memory["reversible"][depths[-1]] / max(memory["reversible"][depths[0]], 1)
+    return [*lines, "", f"reversible memory at depth {depths[-1]} / depth {depths[0]}: {growth:.2f}x"]
+
+
+def format_results(results: dict[str, Any]) -> str:
+    stack = results["stack"]
+    config, times = stack["config"], stack["time"]
+    kinds = [k for k in times if k != "lower bound"]
+    lines = [
+        f"### Transformer stack (dim {config['dim']}, heads {config['heads']}, seq {config['seq']}, "
+        f"batch {config['batch']})",
         "",
-        f"reversible memory at depth {depths[-1]} / depth {depths[0]}: {growth:.2f}x",
+        "Peak activation memory of one training step, MiB:",
         "",
-        f"Training-step time at depth {results['time_depth']}, relative to the sequential form (median of rounds):",
+        *_memory_table(stack["memory"]),
         "",
-        "| sequential | reversible | checkpoint | recompute lower bound | reversible / lower bound |",
-        "|---:|---:|---:|---:|---:|",
-        f"| 1.00 | {times['reversible']:.2f} | {times['checkpoint']:.2f} | {times['lower bound']:.2f} "
-        f"| {times['reversible'] / times['lower bound']:.3f} |",
+        f"Training-step time at depth {stack['time_depth']}, relative to the sequential form (median of rounds):",
+        "",
+        "| " + " | ".join(kinds) + " | recompute lower bound | reversible / lower bound |",
+        "|" + "---:|" * (len(kinds) + 2),
+        "| " + " | ".join(f"{times[k]:.2f}" for k in kinds)
+        + f" | {times['lower bound']:.2f} | {times['reversible'] / times['lower bound']:.3f} |",
     ]
+    for name, arch in results["architectures"].items():
+        arch_times = arch["time"]
+        lines += [
+            "",
+            f"### {name} (small: {json.dumps(arch['small'])})",
+            "",
+            "Peak activation memory of one training step on its example input, MiB:",
+            "",
+            *_memory_table(arch["memory"]),
+            "",
+            f"Step time at depth {arch['time_depth']} relative to sequential: reversible "
+            f"{arch_times['reversible']:.2f}, checkpoint {arch_times['checkpoint']:.2f}",
+        ]
     return "\n".join(lines)
+
+
+def _write(results: dict[str, Any], report: str, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=2))
+    command = "revzoo bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:])
+    (out / "bench.md").write_text(f"Measured with `{command.strip()}`.\n\n{report}\n")
+    written = [out / "bench.md", out / "bench.json"]
+    try:
+        written.append(_plot(results, out / "memory.png"))
+    except ImportError:
+        print("matplotlib is not installed (pip install 'revzoo[plot]'): no plot", file=sys.stderr)
+    print("wrote " + ", ".join(map(str, written)))
+
+
+def _plot(results: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("transformer stack", results["stack"]["memory"])]
+    panels += [(name, arch["memory"]) for name, arch in results["architectures"].items()]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for axis, (title, memory) in zip(axes[0], panels):
+        for kind, by_depth in memory.items():
+            depths = sorted(int(d) for d in by_depth)
+            axis.plot(depths, [by_depth[d] / MIB for d in depths], marker="o", label=kind)
+        axis.set_title(title)
+        axis.set_xlabel("depth (blocks)")
+        axis.set_ylabel("peak activation memory (MiB)")
+        axis.set_xscale("log", base=2)
+        axis.grid(alpha=0.3)
+    axes[0][0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--measure-memory", nargs=3, metavar=("KIND", "DEPTH", "CONFIG"), help=argparse.SUPPRESS)
-    parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 16, 32])
+    parser.add_argument("--measure-stack", nargs=3, metavar=("KIND", "DEPTH", "CONFIG"), help=argparse.SUPPRESS)
+    parser.add_argument("--measure-arch", nargs=3, metavar=("NAME", "KIND", "DEPTH"), help=argparse.SUPPRESS)
+    parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     parser.add_argument("--time-depth", type=int, default=16)
+    parser.add_argument("--arch-depths", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-architectures", action="store_true", help="only the transformer stack")
     parser.add_argument("--quick", action="store_true", help="a small configuration for a smoke run")
-    parser.add_argument("--out", help="directory to write engine.md and engine.json")
+    parser.add_argument("--out", default="bench-results", help="directory for bench.md, bench.json, memory.png")
     args = parser.parse_args(argv)
-    if args.measure_memory:
-        kind, depth, config = args.measure_memory
-        peak = measure_memory(BenchConfig(**json.loads(config)), int(depth), kind)
-        print(json.dumps({"bytes": peak}))
+    if args.measure_stack:
+        kind, depth, config = args.measure_stack
+        print(json.dumps({"bytes": _peak_of(*stack_step(StackConfig(**json.loads(config)), int(depth), kind))}))
         return
-    run_bench(tuple(args.depths), args.time_depth, args.rounds, quick=args.quick, out_dir=args.out)
+    if args.measure_arch:
+        registry()  # load the plugins before measuring
+        name, kind, depth = args.measure_arch
+        print(json.dumps({"bytes": _peak_of(*arch_step(name, int(depth), kind))}))
+        return
+    run_bench(tuple(args.depths), args.time_depth, tuple(args.arch_depths), args.rounds, quick=args.quick,
+              out_dir=args.out, architectures=not args.no_architectures)
 
 
 if __name__ == "__main__":

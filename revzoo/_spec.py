@@ -39,7 +39,8 @@ class ArchSpec:
     is set, `create("NAME/SUB")` passes SUB as that config key; with `open_config`, unknown
     overrides reach the builder instead of raising (for wrappers such as timm's models).
     `example_inputs(model, generator)` returns `(args, kwargs)` of a small seeded call, used
-    by `revzoo convert --probe`, `revzoo bench` and the model cards.
+    by `revzoo convert --probe`, `revzoo bench` and the model cards. `small` holds the
+    overrides of a small instance, which `revzoo bench` measures.
     """
 
     name: str
@@ -54,6 +55,7 @@ class ArchSpec:
     subname_key: str | None = None
     open_config: bool = False
     example_inputs: Callable[[nn.Module, torch.Generator], tuple[tuple, dict]] | None = None
+    small: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_name(self.name, "architecture")
@@ -73,6 +75,10 @@ class ArchSpec:
             raise PluginError(f"architecture {self.name!r}: defaults must be JSON-serialisable ({err})") from err
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
         object.__setattr__(self, "routes", MappingProxyType(dict(self.routes)))
+        unknown = sorted(set(self.small) - set(self.defaults))
+        if unknown and not self.open_config:
+            raise PluginError(f"architecture {self.name!r}: small names unknown config keys {unknown}")
+        object.__setattr__(self, "small", MappingProxyType(dict(self.small)))
         object.__setattr__(self, "forms", tuple(self.forms))
         object.__setattr__(self, "aliases", tuple(self.aliases))
 

@@ -59,8 +59,21 @@ def _cmd_convert(args: argparse.Namespace) -> None:
         print(f"probe: max |reversible - sequential| output difference = {_checkpoint.probe_forms(path):.3e}")
 
 
+def _option(text: str) -> tuple[str, object]:
+    """Parses KEY=VALUE, the value as JSON when it is JSON (numbers, booleans), else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def _cmd_import(args: argparse.Namespace) -> None:
-    options = {"model": args.model} if args.model else {}
+    options = dict(args.option or [])
+    if args.model:
+        options["model"] = args.model
     path = _checkpoint.import_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite, **options)
     print(f"wrote {path}")
 
@@ -112,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("src")
     sub.add_argument("dst")
     sub.add_argument("--model", help="the foreign model name, where the format needs one (e.g. timm)")
+    sub.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
+                     help="an option of the format's reader, e.g. heads=4 (repeatable)")
     sub.add_argument("--overwrite", action="store_true")
     sub.set_defaults(run=_cmd_import)
 

@@ -6,9 +6,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import torch
 
 import revzoo
 from revzoo import _plugins
+
+# One thread: the suite's tensors are tiny, and CI has 2 cores shared with the subprocesses some tests start.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

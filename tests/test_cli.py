@@ -54,3 +54,27 @@ def test_python_dash_m_and_bad_arguments() -> None:
                             capture_output=True, text=True)
     assert result.returncode == 2 and "invalid choice: 'backwards'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_import_options_reach_the_reader(register_plugin, tmp_path, capsys) -> None:
+    import torch
+
+    import revzoo
+
+    seen = {}
+
+    def read(obj, **options):
+        seen.update(options)
+        raise revzoo.CheckpointError("stop here")
+
+    class Formats:
+        @revzoo.hookimpl
+        def register_formats(self, register):
+            register(revzoo.CheckpointFormat(name="opts", description="records options", read=read))
+
+    register_plugin(Formats(), name="opts")
+    torch.save({"w": torch.zeros(1)}, tmp_path / "in.pt")
+    code, _, err = run(capsys, "import", "opts", str(tmp_path / "in.pt"), str(tmp_path / "out.safetensors"),
+                       "--option", "heads=4", "--option", "name=abc", "--model", "m")
+    assert code == 2 and err == "revzoo: error: stop here\n"
+    assert seen == {"heads": 4, "name": "abc", "model": "m"}

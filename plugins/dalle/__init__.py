@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import revzoo
 import torch
+
+import revzoo
 
 from .checkpoint import read_dalle_pytorch, write_dalle_pytorch
 from .config import DEFAULTS, build_dalle
@@ -51,6 +52,8 @@ def register_architectures(register: Callable[[revzoo.ArchSpec], None]) -> None:
         layout=None,
         card="model_cards/dalle.md",
         example_inputs=example_inputs,
+        small={"dim": 128, "heads": 4, "dim_head": 32, "num_text_tokens": 1000, "text_seq_len": 32,
+               "image_size": 128, "num_image_tokens": 256, "vae_hidden_dim": 32, "vae_codebook_dim": 64},
     ))
 
 

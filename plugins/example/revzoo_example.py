@@ -50,4 +50,5 @@ def register_architectures(register) -> None:
         defaults={"vocab": 32, "dim": 32, "depth": 4, "kernel_size": 5, "classes": 4},
         routes={"mask": "both"},
         example_inputs=example_inputs,
+        small={"dim": 64},
     ))
