@@ -66,13 +66,10 @@ def read_foreign(path: str | os.PathLike) -> Any:
     from ._shards import is_index, open_tensors  # imported here: _shards builds on this module
 
     path = require_file(path)
-    if is_index(path):
+    suffix = path.suffix.lower()
+    if suffix == SAFETENSORS_SUFFIX or is_index(path):
         with open_tensors(path) as (_, source):
             return {key: source.get(key) for key in source.shapes}
-    suffix = path.suffix.lower()
-    if suffix == SAFETENSORS_SUFFIX:
-        with open_safetensors(path) as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}
     if suffix in TORCH_SUFFIXES:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)

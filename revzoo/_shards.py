@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ._io import SAFETENSORS_SUFFIX, atomic_write, atomic_write_all, open_safetensors, require_file
 from ._state import TensorSource, name_listing
+from ._stream import StoredTensor, read_header, read_stored
 from .errors import CheckpointError
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "open_tensors",
     "parse_size",
     "read_index",
+    "stored_tensors",
     "write_checkpoint",
 ]
 
@@ -76,25 +78,38 @@ def read_index(path: str | os.PathLike) -> ShardIndex:
     return ShardIndex(path, strings, {key: path.parent / name for key, name in weight_map.items()})
 
 
-@contextmanager
-def open_tensors(path: str | os.PathLike) -> Iterator[tuple[dict[str, str], TensorSource]]:
-    """Opens a safetensors file or a shard index lazily; yields its metadata and its tensors, read one at a time."""
-    if not is_index(path):
-        with open_safetensors(path) as handle:
-            yield handle.metadata() or {}, TensorSource.from_safetensors(handle)
-        return
-    index = read_index(path)
-    with ExitStack() as stack:
-        parts = {shard: TensorSource.from_safetensors(stack.enter_context(open_safetensors(shard)))
-                 for shard in index.shards()}
-        absent = sorted(f"{key} ({shard.name})" for key, shard in index.weight_map.items() if key not in parts[shard].shapes)
+def stored_tensors(path: str | os.PathLike) -> list[StoredTensor]:
+    """Returns the tensors of a safetensors file or shard index, shard by shard in file order, each file validated.
+
+    Raises CheckpointError if a file is corrupt or the index names a tensor its shard lacks.
+    """
+    index = read_index(path) if is_index(path) else None
+    tensors: list[StoredTensor] = []
+    for file in index.shards() if index else [require_file(path)]:
+        with open_safetensors(file):  # safetensors checks the header and the data offsets
+            pass
+        tensors += [t for t in read_header(file)[1] if index is None or index.weight_map.get(t.name) == file]
+    if index is not None:
+        found = {tensor.name for tensor in tensors}
+        absent = sorted(f"{key} ({shard.name})" for key, shard in index.weight_map.items() if key not in found)
         if absent:
             raise CheckpointError(f"{index.path}: the index names tensors its shards lack: {name_listing('absent', absent)}")
-        where = {key: parts[shard] for key, shard in index.weight_map.items()}
-        yield index.metadata, TensorSource(
-            {key: part.shapes[key] for key, part in where.items()},
-            {key: part.dtypes[key] for key, part in where.items()},
-            lambda key: where[key].get(key),
+    return tensors
+
+
+@contextmanager
+def open_tensors(path: str | os.PathLike) -> Iterator[tuple[dict[str, str], TensorSource]]:
+    """Opens a safetensors file or a shard index; yields its metadata and its tensors, read one at a time on demand."""
+    metadata = read_index(path).metadata if is_index(path) else None
+    tensors = {tensor.name: tensor for tensor in stored_tensors(path)}
+    if metadata is None:
+        metadata = read_header(Path(path))[0]
+    with ExitStack() as stack:
+        streams = {file: stack.enter_context(open(file, "rb")) for file in {t.file for t in tensors.values()}}
+        yield metadata, TensorSource(
+            {name: tensor.shape for name, tensor in tensors.items()},
+            {name: tensor.torch_dtype for name, tensor in tensors.items()},
+            lambda name: read_stored(tensors[name], streams[tensors[name].file]),
         )
 
 

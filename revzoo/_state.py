@@ -13,12 +13,6 @@ from .errors import CheckpointError
 
 __all__ = ["TensorSource", "check_fit", "fit_tensors", "name_listing", "tied_groups"]
 
-_SAFETENSORS_DTYPES = {
-    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32,
-    "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "U16": torch.uint16, "U32": torch.uint32,
-    "U64": torch.uint64, "C64": torch.complex64,
-}
 _SHOWN = 3
 
 
@@ -34,15 +28,6 @@ class TensorSource:
     def from_tensors(cls, tensors: Mapping[str, torch.Tensor]) -> TensorSource:
         return cls({k: tuple(v.shape) for k, v in tensors.items()}, {k: v.dtype for k, v in tensors.items()},
                    tensors.__getitem__)
-
-    @classmethod
-    def from_safetensors(cls, handle) -> TensorSource:
-        shapes, dtypes = {}, {}
-        for key in handle.keys():
-            tensor_slice = handle.get_slice(key)
-            shapes[key] = tuple(tensor_slice.get_shape())
-            dtypes[key] = _SAFETENSORS_DTYPES.get(tensor_slice.get_dtype(), torch.float32)
-        return cls(shapes, dtypes, handle.get_tensor)
 
 
 def tied_groups(model: nn.Module) -> list[list[str]]:

@@ -1,14 +1,14 @@
-"""Rewriting safetensors files without decoding their tensors: new headers, data copied in chunks.
+"""Safetensors files at the byte level: tensors read with plain file reads, files rewritten in chunks.
 
-Converting a checkpoint changes only its metadata (and perhaps its sharding), so each
-tensor's bytes are copied as they are through one small buffer: memory stays flat
-whatever the size of the file.
+Reading through a memory map leaves every page read resident in the process until the
+file is closed, which doubles the peak of a load; plain reads into a fresh tensor do not.
+Converting changes only metadata (and perhaps the sharding), so each tensor's bytes are
+copied as they are through one small buffer: memory stays flat whatever the file's size.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -16,11 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ._shards import is_index, read_index
+import torch
+
 from .errors import CheckpointError
 
-__all__ = ["StoredTensor", "stored_tensors", "write_stored"]
+__all__ = ["StoredTensor", "read_header", "read_stored", "write_stored"]
 
+_DTYPES = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32,
+    "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "U16": torch.uint16, "U32": torch.uint32,
+    "U64": torch.uint64, "C64": torch.complex64,
+}
 _HEADER_ALIGNMENT = 8
 _COPY_CHUNK = 16 << 20
 
@@ -32,45 +39,48 @@ class StoredTensor:
     name: str
     file: Path
     dtype: str
-    shape: list[int]
+    shape: tuple[int, ...]
     start: int
     length: int
 
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        if self.dtype not in _DTYPES:
+            raise CheckpointError(f"{self.file}: tensor {self.name} has dtype {self.dtype}, which revzoo cannot read")
+        return _DTYPES[self.dtype]
 
-def _read_header(path: Path) -> tuple[dict, int]:
-    with open(path, "rb") as stream:
+
+def read_header(file: Path) -> tuple[dict[str, str], list[StoredTensor]]:
+    """Returns a safetensors file's metadata and its tensors in file order.
+
+    Open the file once with safetensors first: that validates the header and the offsets.
+    """
+    with open(file, "rb") as stream:
         prefix = stream.read(8)
         if len(prefix) < 8:
-            raise CheckpointError(f"{path}: not a readable safetensors file (truncated header)")
+            raise CheckpointError(f"{file}: not a readable safetensors file (truncated header)")
         (length,) = struct.unpack("<Q", prefix)
         try:
             header = json.loads(stream.read(length))
         except (ValueError, UnicodeDecodeError, MemoryError, OverflowError) as err:
-            raise CheckpointError(f"{path}: not a readable safetensors file (header is not JSON)") from err
-    return header, 8 + length
+            raise CheckpointError(f"{file}: not a readable safetensors file (header is not JSON)") from err
+    metadata = header.pop("__metadata__", None) or {}
+    data_offset = 8 + length
+    tensors = [
+        StoredTensor(name, file, entry["dtype"], tuple(entry["shape"]), data_offset + entry["data_offsets"][0],
+                     entry["data_offsets"][1] - entry["data_offsets"][0])
+        for name, entry in header.items()
+    ]
+    return metadata, sorted(tensors, key=lambda tensor: tensor.start)
 
 
-def stored_tensors(path: str | os.PathLike) -> list[StoredTensor]:
-    """Returns the tensors of a safetensors file or shard index, shard by shard in file order.
-
-    The files should have been opened once through safetensors, which validates them.
-    """
-    if is_index(path):
-        weight_map = read_index(path).weight_map
-        files = list(dict.fromkeys(weight_map.values()))
-    else:
-        weight_map, files = None, [Path(path)]
-    tensors = []
-    for file in files:
-        header, data_offset = _read_header(file)
-        header.pop("__metadata__", None)
-        tensors += sorted(
-            (StoredTensor(name, file, entry["dtype"], entry["shape"], data_offset + entry["data_offsets"][0],
-                          entry["data_offsets"][1] - entry["data_offsets"][0])
-             for name, entry in header.items() if weight_map is None or weight_map.get(name) == file),
-            key=lambda tensor: tensor.start,
-        )
-    return tensors
+def read_stored(tensor: StoredTensor, stream: BinaryIO) -> torch.Tensor:
+    """Returns a new tensor read from `stream` (the tensor's open file) with plain reads, not a memory map."""
+    data = torch.empty(tensor.length, dtype=torch.uint8)
+    stream.seek(tensor.start)
+    if stream.readinto(memoryview(data.numpy())) != tensor.length:
+        raise CheckpointError(f"{tensor.file}: truncated (its data ends before the header says)")
+    return data.view(tensor.torch_dtype).reshape(tensor.shape)
 
 
 def _copy_range(source: BinaryIO, target: BinaryIO, length: int, buffer: memoryview, advance: Callable[[int], None]) -> None:
@@ -90,7 +100,7 @@ def write_stored(
     header: dict[str, object] = {"__metadata__": dict(metadata)}
     offset = 0
     for tensor in tensors:
-        entry = {"dtype": tensor.dtype, "shape": tensor.shape, "data_offsets": [offset, offset + tensor.length]}
+        entry = {"dtype": tensor.dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + tensor.length]}
         header[tensor.name] = entry
         offset += tensor.length
     encoded = json.dumps(header, separators=(",", ":")).encode()
