@@ -1,0 +1,138 @@
+"""Model cards: every registered model has one, with the required front matter and generated fields,
+and tools/make_cards.py keeps hand-written prose, carries measured figures over and detects stale cards."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+import revzoo
+from helpers import plugin_of, tiny_spec
+from revzoo.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHITECTURE_FIELDS = ("- Description:", "- Plugin:", "- Parameters:", "#### Default config", "#### Forms",
+                       "#### Routes and stream layout", "Stream layout:", "#### Measured memory and speed",
+                       "#### Create, convert, import")
+CARD_FIELDS = ("### What changes between the forms", "Limitations:")
+
+
+def load_make_cards() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_cards", ROOT / "tools" / "make_cards.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+make_cards = load_make_cards()
+
+
+def parts(text: str) -> tuple[dict, str]:
+    """Returns the card's front matter and its generated section."""
+    match = re.match(r"---\n(.*?)---\n", text, re.S)
+    assert match, "no front matter"
+    start, end = text.index(make_cards.GENERATED_START), text.index(make_cards.GENERATED_END)
+    return yaml.safe_load(match.group(1)), text[start:end]
+
+
+def architecture_section(generated: str, name: str) -> str:
+    """Returns the generated subsection of one architecture (up to the next ### heading)."""
+    match = re.search(rf"^### `{re.escape(name)}`.*?(?=^### |\Z)", generated, re.S | re.M)
+    assert match, f"no generated section for {name!r}"
+    return match.group(0)
+
+
+@pytest.fixture
+def builtin_plugins(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    monkeypatch.setenv("REVZOO_LOAD_PLUGINS", "dalle,lie,vit")
+    names = revzoo.list_models()
+    assert {"dalle-rev", "lie-transformer-rev", "vit-small-rev", "timm"} <= set(names)
+    return names
+
+
+def test_every_registered_model_has_a_card_with_the_fields(builtin_plugins: list[str]) -> None:
+    for name in builtin_plugins:
+        spec = revzoo.get_architecture(name)
+        assert spec.card, f"{name}: the spec names no card"
+        front, generated = parts((ROOT / spec.card).read_text())
+        assert front["library_name"] == "revzoo" and front["license"], name
+        assert {"revzoo", "reversible"} <= set(front["tags"]), name
+        section = architecture_section(generated, spec.name)
+        for field in ARCHITECTURE_FIELDS:
+            assert field in section, f"{spec.card}: {spec.name}: no {field!r}"
+        assert f"`{name}`" in section
+        for field in CARD_FIELDS:
+            assert field in generated, f"{spec.card}: no {field!r}"
+
+
+def test_info_shows_the_card(builtin_plugins: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    for name in builtin_plugins:
+        assert main(["info", name]) == 0
+        card = revzoo.get_architecture(name).card
+        assert re.search(rf"^card\s+{re.escape(card)}$", capsys.readouterr().out, re.M), name
+
+
+PROSE = """---
+license: mit
+tags:
+  - tiny
+---
+
+# A tiny stack
+
+Hand-written introduction.
+
+## Limitations
+
+- Only for tests.
+"""
+
+
+def bench_results(path: Path) -> Path:
+    """Writes bench.json and bench.md as `revzoo bench` does, with figures for "tiny"."""
+    memory = {kind: {"2": mib * 2**20, "4": 2 * mib * 2**20} for kind, mib in (("sequential", 3), ("reversible", 1))}
+    results = {"stack": {}, "architectures": {"tiny": {"memory": memory, "time": {"sequential": 1.0, "reversible": 1.5},
+                                                       "time_depth": 4, "small": {"dim": 8}}}}
+    path.mkdir()
+    (path / "bench.json").write_text(json.dumps(results))
+    (path / "bench.md").write_text("Measured with `revzoo bench --quick`.\n")
+    return path / "bench.json"
+
+
+def test_make_cards_merges_prose_and_checks(tmp_path: Path, register_plugin) -> None:
+    register_plugin(plugin_of(tiny_spec(card="model_cards/tiny.md"), tiny_spec("other")), name="tiny-plugin")
+    card = tmp_path / "model_cards" / "tiny.md"
+    card.parent.mkdir()
+    card.write_text(PROSE)
+
+    def plan(bench: Path | None = None) -> dict[str, str]:
+        planned = make_cards.plan_cards(tmp_path, bench)
+        for each in planned:
+            each.path.write_text(each.expected)
+        return {each.path.name: each.expected for each in planned}
+
+    written = plan(bench_results(tmp_path / "bench-results"))
+    assert set(written) == {"tiny.md", "other.md"}  # "other" names no card: it gets model_cards/other.md
+    text = written["tiny.md"]
+    front, generated = parts(text)
+    assert front == {"library_name": "revzoo", "license": "mit", "tags": ["tiny", "revzoo", "reversible"]}
+    assert "Hand-written introduction." in text and text.endswith("## Limitations\n\n- Only for tests.\n")
+    assert text.index(make_cards.GENERATED_END) < text.index("## Limitations")
+    assert "Measured by `revzoo bench --quick`" in generated and "| 4 | 6.0 | 2.0 |" in generated
+    assert "reversible 1.50" in generated and "- Parameters: 80 in the default config" in generated
+    assert "Limitations: see [Limitations](#limitations)." in generated
+    assert "Limitations: none written yet" in written["other.md"]
+
+    assert plan() == written  # without bench results, the figures are kept: nothing changes
+    assert all(each.current == each.expected for each in make_cards.plan_cards(tmp_path, None))
+    card.write_text(text.replace("| `dim` | `4` |", "| `dim` | `5` |").replace("- Only", "- Still only"))
+    (stale,) = [each for each in make_cards.plan_cards(tmp_path, None) if each.current != each.expected]
+    assert stale.path == card and "- Still only for tests." in stale.expected and "| `dim` | `4` |" in stale.expected
