@@ -136,3 +136,12 @@ def test_make_cards_merges_prose_and_checks(tmp_path: Path, register_plugin) -> 
     card.write_text(text.replace("| `dim` | `4` |", "| `dim` | `5` |").replace("- Only", "- Still only"))
     (stale,) = [each for each in make_cards.plan_cards(tmp_path, None) if each.current != each.expected]
     assert stale.path == card and "- Still only for tests." in stale.expected and "| `dim` | `4` |" in stale.expected
+
+
+def test_check_fails_on_a_missing_card_until_written(tmp_path: Path, register_plugin, monkeypatch, capsys) -> None:
+    register_plugin(plugin_of(tiny_spec(card="model_cards/tiny.md")), name="tiny-plugin")
+    monkeypatch.setattr(make_cards, "ROOT", tmp_path)
+    assert make_cards.main(["--check"]) == 1 and not (tmp_path / "model_cards").exists()
+    assert "missing     model_cards/tiny.md (tiny)" in capsys.readouterr().out
+    assert make_cards.main([]) == 0 and "created     model_cards/tiny.md (tiny)" in capsys.readouterr().out
+    assert make_cards.main(["--check"]) == 0 and "up to date  model_cards/tiny.md" in capsys.readouterr().out

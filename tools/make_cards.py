@@ -70,8 +70,15 @@ def _split(text: str) -> tuple[dict[str, Any], str]:
     return yaml.safe_load(match.group(1) or "") or {}, text[match.end():]
 
 
+class _IndentedLists(yaml.SafeDumper):
+    """Indents list items under their key, as the hand-written cards do."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        return super().increase_indent(flow, False)
+
+
 def _front_matter(existing: dict[str, Any], license_id: str) -> str:
-    """Returns the YAML block: existing values kept, library_name, license and the required tags added."""
+    """Returns the YAML block: library_name revzoo, the required tags and a license added; other values kept."""
     tags = list(existing.get("tags") or [])
     tags += [tag for tag in REQUIRED_TAGS if tag not in tags]
     data = {"library_name": "revzoo", "license": existing.get("license", license_id)}
@@ -79,12 +86,7 @@ def _front_matter(existing: dict[str, Any], license_id: str) -> str:
         data["pipeline_tag"] = existing["pipeline_tag"]
     data["tags"] = tags
     data.update({key: value for key, value in existing.items() if key not in data})
-
-    class IndentedLists(yaml.SafeDumper):
-        def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-            return super().increase_indent(flow, False)
-
-    body = yaml.dump(data, Dumper=IndentedLists, sort_keys=False, allow_unicode=True, width=1000)
+    body = yaml.dump(data, Dumper=_IndentedLists, sort_keys=False, allow_unicode=True, width=1000)
     return f"---\n{body}---\n"
 
 
@@ -127,6 +129,7 @@ def _parameters(spec: revzoo.ArchSpec) -> str:
 
 
 def _names_and_forms(spec: revzoo.ArchSpec) -> list[tuple[str, str]]:
+    """Returns `(name, form)` as the registry names them: the bare name's form first, then `NAME-rev`."""
     base = "sequential" if "sequential" in spec.forms else spec.forms[0]
     names = [(spec.name, base)]
     if "reversible" in spec.forms and base != "reversible":
@@ -170,11 +173,6 @@ def _routes_and_layout(spec: revzoo.ArchSpec) -> list[str]:
     return lines
 
 
-def _bench_entry(results: dict[str, Any], name: str, command: str) -> dict[str, Any] | None:
-    entry = results.get("architectures", {}).get(name)
-    return None if entry is None else {"architecture": name, "command": command, **entry}
-
-
 def _measured(spec: revzoo.ArchSpec, entry: dict[str, Any] | None) -> list[str]:
     lines = ["#### Measured memory and speed", ""]
     if entry is None:
@@ -188,7 +186,8 @@ def _measured(spec: revzoo.ArchSpec, entry: dict[str, Any] | None) -> list[str]:
         f"Measured by `{entry['command']}` on the plugin's example inputs, with the config overrides "
         f"{_json_cell(entry['small'])}: peak memory of one training step above the built model, each configuration "
         "in its own process, in MiB; step time alternating the configurations in one process, relative to the "
-        "sequential form (median of rounds).",
+        "sequential form (median of rounds). `checkpoint` is the sequential form with `torch.utils.checkpoint` "
+        "around each branch.",
         "",
         "| depth | " + " | ".join(kinds) + " |",
         "| ---: |" + " ---: |" * len(kinds),
@@ -273,29 +272,40 @@ def _generated(specs: list[revzoo.ArchSpec], plugins: dict[str, dict[str, Any]],
     return "\n".join([*lines, GENERATED_END]) + "\n"
 
 
+def _locate(body: str) -> tuple[str, str, str]:
+    """Returns the prose before the generated section, the section, and the prose after it.
+
+    A card without one gets it before its hand-written `## Limitations`, or at the end.
+    """
+    before, _, rest = body.partition(GENERATED_START)
+    generated, found, after = rest.partition(GENERATED_END)
+    if not found:
+        match = re.search(r"^## Limitations\s*$", body, re.M)
+        split = match.start() if match else len(body)
+        before, generated, after = body[:split], "", body[split:]
+    return before.rstrip("\n") + "\n\n", generated, after.lstrip("\n")
+
+
+def _entries(old_generated: str, specs: list[revzoo.ArchSpec], results: dict[str, Any] | None,
+             command: str) -> dict[str, dict[str, Any]]:
+    """Returns the bench figures to show per architecture: the new results, else those the card already shows."""
+    entries = {data["architecture"]: data for data in map(json.loads, BENCH_COMMENT.findall(old_generated))}
+    for spec in specs:
+        fresh = (results or {}).get("architectures", {}).get(spec.name)
+        if fresh is not None:
+            entries[spec.name] = {"architecture": spec.name, "command": command, **fresh}
+    return entries
+
+
 def _card_text(current: str | None, specs: list[revzoo.ArchSpec], plugins: dict[str, dict[str, Any]],
                results: dict[str, Any] | None, command: str) -> str:
     """Returns the card with fresh front matter and generated section, the prose untouched."""
-    front, body = _split(current or "")
-    if current is None:
-        body = f"\n# `{specs[0].name}`: {specs[0].description}\n\n"
-    before, _, rest = body.partition(GENERATED_START)
-    old_generated, found, after = rest.partition(GENERATED_END)
-    if not found:  # first run on this card: before the hand-written limitations, else at the end
-        before, after = body, ""
-        match = re.search(r"^## Limitations\s*$", body, re.M)
-        if match:
-            before, after = body[: match.start()], body[match.start():]
-    after = after.lstrip("\n")
-    entries = {data["architecture"]: data for data in map(json.loads, BENCH_COMMENT.findall(old_generated))}
-    for spec in specs:
-        fresh = _bench_entry(results or {}, spec.name, command)
-        entries[spec.name] = fresh or entries.get(spec.name)
-    entries = {name: entry for name, entry in entries.items() if entry is not None}
-    plugin = plugins.get(specs[0].name, {}).get("name")
-    before = before.rstrip("\n") + "\n\n"
+    front, body = _split(current) if current is not None else ({}, f"\n# `{specs[0].name}`: {specs[0].description}\n")
+    before, old_generated, after = _locate(body)
+    entries = _entries(old_generated, specs, results, command)
     generated = _generated(specs, plugins, entries, before + after)
-    return _front_matter(front, _license_of(plugin)) + before + generated + (after and "\n" + after)
+    license_id = _license_of(plugins.get(specs[0].name, {}).get("name"))
+    return _front_matter(front, license_id) + before + generated + (after and "\n" + after)
 
 
 def _read_bench(path: Path | None) -> tuple[dict[str, Any] | None, str]:
