@@ -168,13 +168,14 @@ def convert(
         raise CheckpointError(f"unknown form {to!r}; expected one of {', '.join(FORMS)}")
     src = require_file(src)
     check_output(src, dst, overwrite)
-    meta = read_metadata(src)  # also validates the header through safetensors
-    spec = resolve(meta["architecture"])[0]
-    if to not in spec.forms:
-        raise CheckpointError(f"{src}: architecture {spec.name!r} has no {to!r} form; it supports {', '.join(spec.forms)}")
-    with torch.device("meta"):  # checks the tensors fit the architecture without allocating it
-        model = create(spec.name, form=to, **meta["config"])
     with open_tensors(src) as (raw, source):
+        meta = _parse_metadata(raw, src)
+        spec = resolve(meta["architecture"])[0]
+        if to not in spec.forms:
+            supported = ", ".join(spec.forms)
+            raise CheckpointError(f"{src}: architecture {spec.name!r} has no {to!r} form; it supports {supported}")
+        with torch.device("meta"):  # checks the tensors fit the architecture without allocating it
+            model = create(spec.name, form=to, **meta["config"])
         check_fit(model, source, str(src), meta["aliases"])
     metadata = {"format": "pt", **raw, _KEY + "form": to}
     tensors = {tensor.name: tensor for tensor in stored_tensors(src)}

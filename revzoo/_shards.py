@@ -68,6 +68,10 @@ def read_index(path: str | os.PathLike) -> ShardIndex:
     foreign = sorted({name for name in weight_map.values() if Path(name).name != name or name in (".", "..")})
     if foreign:
         raise CheckpointError(f"{path}: refused: shards must sit beside the index, not {name_listing('elsewhere', foreign)}")
+    other = sorted({name for name in weight_map.values() if not name.lower().endswith(SAFETENSORS_SUFFIX)})
+    if other:
+        listing = name_listing("other", other)
+        raise CheckpointError(f"{path}: refused: only {SAFETENSORS_SUFFIX} shards are read (never pickles), not {listing}")
     missing = sorted({name for name in weight_map.values() if not (path.parent / name).is_file()})
     if missing:
         raise CheckpointError(f"{path}: {name_listing('shard files missing', missing)}")
@@ -100,10 +104,8 @@ def stored_tensors(path: str | os.PathLike) -> list[StoredTensor]:
 @contextmanager
 def open_tensors(path: str | os.PathLike) -> Iterator[tuple[dict[str, str], TensorSource]]:
     """Opens a safetensors file or a shard index; yields its metadata and its tensors, read one at a time on demand."""
-    metadata = read_index(path).metadata if is_index(path) else None
-    tensors = {tensor.name: tensor for tensor in stored_tensors(path)}
-    if metadata is None:
-        metadata = read_header(Path(path))[0]
+    tensors = {tensor.name: tensor for tensor in stored_tensors(path)}  # validates every file first
+    metadata = read_index(path).metadata if is_index(path) else read_header(Path(path))[0]
     with ExitStack() as stack:
         streams = {file: stack.enter_context(open(file, "rb")) for file in {t.file for t in tensors.values()}}
         yield metadata, TensorSource(

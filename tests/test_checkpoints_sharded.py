@@ -138,7 +138,14 @@ def _escaping_shard(path):
     return "shards must sit beside the index"
 
 
-@pytest.mark.parametrize("damage", [_drop_shard, _ghost_tensor, _corrupt_json, _escaping_shard])
+def _pickle_shard(path):
+    index = index_of(path)
+    index["weight_map"]["embed.weight"] = "pytorch_model-00001-of-00002.bin"
+    path.write_text(json.dumps(index))
+    return r"only \.safetensors shards are read"
+
+
+@pytest.mark.parametrize("damage", [_drop_shard, _ghost_tensor, _corrupt_json, _escaping_shard, _pickle_shard])
 def test_bad_indexes_give_one_line_and_exit_2(tmp_path, sharded, capsys, damage) -> None:
     _, path = sharded
     message = damage(path)
