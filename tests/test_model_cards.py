@@ -126,7 +126,7 @@ def test_make_cards_merges_prose_and_checks(tmp_path: Path, register_plugin) -> 
     assert front == {"library_name": "revzoo", "license": "mit", "tags": ["tiny", "revzoo", "reversible"]}
     assert "Hand-written introduction." in text and text.endswith("## Limitations\n\n- Only for tests.\n")
     assert text.index(make_cards.GENERATED_END) < text.index("## Limitations")
-    assert "Measured by `revzoo bench --quick`" in generated and "| 4 | 6.0 | 2.0 |" in generated
+    assert "Measured by `revzoo bench --quick`" in generated and "| 4 | 6.0 | 2.0 | 0.33 |" in generated
     assert "reversible 1.50" in generated and "- Parameters: 80 in the default config" in generated
     assert "Limitations: see [Limitations](#limitations)." in generated
     assert "Limitations: none written yet" in written["other.md"]

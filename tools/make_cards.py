@@ -189,12 +189,15 @@ def _measured(spec: revzoo.ArchSpec, entry: dict[str, Any] | None) -> list[str]:
         "sequential form (median of rounds). `checkpoint` is the sequential form with `torch.utils.checkpoint` "
         "around each branch.",
         "",
-        "| depth | " + " | ".join(kinds) + " |",
-        "| ---: |" + " ---: |" * len(kinds),
+        "| depth | " + " | ".join(kinds) + " | reversible / sequential |",
+        "| ---: |" + " ---: |" * (len(kinds) + 1),
     ]
     for depth in depths:
-        cells = [memory[kind].get(str(depth)) for kind in kinds]
-        lines.append(f"| {depth} | " + " | ".join("-" if c is None else f"{c / MIB:.1f}" for c in cells) + " |")
+        peaks = {kind: memory[kind].get(str(depth)) for kind in kinds}
+        cells = ["-" if peak is None else f"{peak / MIB:.1f}" for peak in peaks.values()]
+        reversible, sequential = peaks.get("reversible"), peaks.get("sequential")
+        cells.append(f"{reversible / sequential:.2f}" if reversible and sequential else "-")
+        lines.append(f"| {depth} | " + " | ".join(cells) + " |")
     times = ", ".join(f"{kind} {ratio:.2f}" for kind, ratio in entry["time"].items() if kind != "sequential")
     return lines + ["", f"Training-step time at depth {entry['time_depth']}, relative to sequential: {times}."]
 
