@@ -73,3 +73,11 @@ def test_a_few_training_steps_of_vit_tiny_rev(vit_plugin):
         losses.append(loss.item())
     assert all(param.grad is not None for param in model.parameters())
     assert losses[-1] < losses[0], losses
+
+
+@pytest.mark.parametrize("name", ["vit-tiny", "timm"])
+def test_small_instance_runs_on_its_example_inputs(vit_plugin, name):
+    spec = revzoo.get_architecture(name)
+    model = revzoo.create(name, form="reversible", **{**spec.small, "depth": 2})
+    args, kwargs = spec.example_inputs(model, torch.Generator().manual_seed(0))
+    assert model(*args, **kwargs).shape == (4, 1000)

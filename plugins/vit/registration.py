@@ -6,14 +6,16 @@ from functools import partial
 from typing import Any
 
 import revzoo
+import torch
 
 from .checkpoint import read_timm, write_timm
 from .factory import create_timm_vit
 from .model import MASK_ROUTES, RevViT
 
-__all__ = ["build_timm_vit", "register_architectures", "register_formats"]
+__all__ = ["build_timm_vit", "example_images", "register_architectures", "register_formats"]
 
 CARD = "model_cards/vit.md"
+SMALL = {"img_size": 64}  # what `revzoo bench` measures: the variant's width, 17 tokens
 
 # name -> (timm model, embed_dim, num_heads, description); all patch 16 at 224 pixels, depth 12.
 _VARIANTS = {
@@ -54,6 +56,12 @@ def build_timm_vit(*, form: str, model_name: str | None = None, **timm_kwargs: A
     return RevViT(create_timm_vit(model_name, timm_kwargs), form=form)
 
 
+def example_images(model: RevViT, generator: torch.Generator) -> tuple[tuple, dict]:
+    """Returns `((images,), {})`: four seeded random images of the size and channels `model` takes."""
+    height, width = model.patch_embed.img_size
+    return (torch.randn(4, model.in_chans, height, width, generator=generator),), {}
+
+
 @revzoo.hookimpl
 def register_architectures(register) -> None:
     """Registers vit-tiny, vit-small, vit-base (and their -rev forms) and "timm" for any timm ViT by name."""
@@ -67,6 +75,8 @@ def register_architectures(register) -> None:
             routes=MASK_ROUTES,
             card=CARD,
             open_config=True,
+            example_inputs=example_images,
+            small=SMALL,
         ))
     register(revzoo.ArchSpec(
         name="timm",
@@ -78,6 +88,8 @@ def register_architectures(register) -> None:
         card=CARD,
         subname_key="model_name",
         open_config=True,
+        example_inputs=example_images,
+        small={"model_name": "vit_tiny_patch16_224", **SMALL},
     ))
 
 
