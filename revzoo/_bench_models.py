@@ -120,6 +120,7 @@ def stack_step(config: StackConfig, depth: int, kind: str) -> tuple[nn.Module, C
     torch.manual_seed(0)
     stack = build_stack(config, depth, kind)
     x = torch.randn(config.batch, config.seq, config.dim, generator=torch.Generator().manual_seed(0))
+    x.requires_grad_()  # revlib and memcnn give parameters no gradient otherwise
     return stack, _training_step(stack, (x,), {})
 
 

@@ -71,6 +71,7 @@ def register_architectures(register: Callable[[revzoo.ArchSpec], None]) -> None:
             layout=STREAM_LAYOUT,
             card="model_cards/lie-transformer.md",
             example_inputs=example_inputs,
+            small={"dim": 32, "heads": 4, "dim_head": 16, "nbhd": 16},
         )
     )
 
