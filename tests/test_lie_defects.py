@@ -13,16 +13,6 @@ DTYPE = torch.float64
 TINY = dict(dim=8, heads=2, dim_head=4, depth=2, dim_out=3, nbhd=6, fill=0.5, liftsamples=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on the shared 2-core machine (10x slower under load)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
 
 def _tiny(form: str = "reversible", **overrides):
     torch.manual_seed(0)

@@ -13,16 +13,6 @@ from revzoo_lie.rotations import hat, random_rotations, se3_translation_log, so3
 DTYPE = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on the shared 2-core machine (10x slower under load)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
 
 def _axes(count: int) -> torch.Tensor:
     axes = torch.randn(count, 3, dtype=DTYPE)

@@ -17,16 +17,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "lie"
 LAYOUTS = ("sequential", "reversible")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second intra-op thread only adds contention on the shared 2-core machine (10x slower under load)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
 
 def _load(name: str):
     return torch.load(FIXTURES / name, weights_only=True, map_location="cpu")
