@@ -96,3 +96,11 @@ def test_read_timm_errors_name_the_problem():
         read_timm(state, model="resnet18")
     with pytest.raises(revzoo.CheckpointError, match="RevViT"):
         write_timm(torch.nn.Linear(2, 2))
+
+
+def test_save_load_keeps_the_pretrained_tag_defaults(vit_plugin, tmp_path):
+    vit = timm.create_model("vit_tiny_patch16_224.augreg_in21k", pretrained=False, **TINY, depth=1)
+    assert vit.num_classes == 21843  # set by the tag's pretrained config, not by a kwarg
+    model = from_timm(vit)
+    assert model.revzoo_config["model_name"] == "vit_tiny_patch16_224.augreg_in21k"
+    assert revzoo.load(revzoo.save(model, tmp_path / "m.safetensors")).num_classes == 21843

@@ -7,6 +7,7 @@ import warnings
 from typing import Any
 
 import revzoo
+from timm.models import get_pretrained_cfg
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -19,9 +20,13 @@ __all__ = ["config_from_timm", "from_timm", "to_timm"]
 def config_from_timm(vit: nn.Module) -> dict[str, Any]:
     """Returns the revzoo config ("timm" architecture) that rebuilds `vit`: its timm name and creation kwargs.
 
-    timm.create_model records both (`pretrained_cfg["architecture"]`, `_model_args`).
+    timm.create_model records both (`pretrained_cfg["architecture"]` and `["tag"]`, `_model_args`).
     """
-    name = getattr(vit, "pretrained_cfg", {}).get("architecture")
+    pretrained_cfg = getattr(vit, "pretrained_cfg", {})
+    name = pretrained_cfg.get("architecture")
+    tag = pretrained_cfg.get("tag")
+    if name and tag and tag != getattr(get_pretrained_cfg(name), "tag", None):
+        name = f"{name}.{tag}"  # a non-default tag's config sets other defaults, such as num_classes
     if not name:
         raise revzoo.ConfigError(
             f"this {type(vit).__name__} was not built by timm.create_model, so its name and kwargs are unknown "
