@@ -30,6 +30,7 @@ from revzoo_lie import build_lie_transformer
 from revzoo_lie.rotations import random_rotations
 
 import revzoo
+from revzoo._measure import measure_peak
 
 POINTS = 8
 TEMPLATES = 4
@@ -103,14 +104,6 @@ def train(steps: int, seed: int) -> dict:
     return {"steps": steps, "test_accuracy": test_accuracy, "train_seconds": round(time.perf_counter() - start, 1)}
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def measure_step(form: str, execution: str) -> dict:
     """Returns the peak resident memory above baseline (MiB) of one training step; run in a fresh process."""
     torch.manual_seed(0)
@@ -120,13 +113,13 @@ def measure_step(form: str, execution: str) -> dict:
         parameter.grad = torch.zeros_like(parameter)
     templates = make_templates(0).repeat(1, 3, 1)[:, :MEMORY_POINTS]
     tokens, clouds, labels = sample_batch(templates, MEMORY_BATCH, torch.Generator().manual_seed(0))
-    baseline = _status_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-    logits = model(tokens, clouds, return_pooled=True, generator=torch.Generator().manual_seed(1))
-    torch.nn.functional.cross_entropy(logits, labels % logits.shape[-1]).backward()
-    peak = _status_kib("VmHWM")
-    return {"form": form, "execution": execution, "peak_mib": round((peak - baseline) / 1024, 1)}
+
+    def training_step() -> None:
+        logits = model(tokens, clouds, return_pooled=True, generator=torch.Generator().manual_seed(1))
+        torch.nn.functional.cross_entropy(logits, labels % logits.shape[-1]).backward()
+
+    peak = measure_peak(training_step)
+    return {"form": form, "execution": execution, "peak_mib": round(peak / 2**20, 1)}
 
 
 def measure_all() -> list[dict]:
