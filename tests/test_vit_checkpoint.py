@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import revzoo
 import revzoo_vit
 import timm
 import torch
 from revzoo_vit import from_timm, read_timm, to_timm, write_timm
 from safetensors.torch import save_file
+
+import revzoo
 
 TINY = dict(img_size=16, patch_size=8, embed_dim=32, num_heads=2)  # what a state dict cannot tell
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import revzoo
 import timm
 import torch
 from revzoo_vit import from_timm
+
+import revzoo
 
 
 def tiny_vit(**overrides) -> torch.nn.Module:

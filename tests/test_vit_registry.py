@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import revzoo
 import revzoo_vit
 import torch
 from revzoo_vit import RevViT
+
+import revzoo
 
 
 @pytest.fixture

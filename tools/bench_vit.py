@@ -31,9 +31,8 @@ from collections.abc import Callable
 
 import timm
 import torch
-from torch import nn
-
 from revzoo_vit import from_timm
+from torch import nn
 
 CONFIGS = ("timm", "timm-ckpt", "rev")
 

@@ -13,11 +13,12 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import revzoo
 import torch
 from timm.models import clean_state_dict
 from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
+
+import revzoo
 
 from .factory import create_timm_vit
 from .keys import revzoo_key_to_timm, timm_key_to_revzoo

@@ -6,10 +6,11 @@ import json
 import warnings
 from typing import Any
 
-import revzoo
 from timm.models import get_pretrained_cfg
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+
+import revzoo
 
 from .branches import ATTENTION_PARTS, MLP_PARTS
 from .model import TIMM_MODULES, RevViT
@@ -37,7 +38,9 @@ def config_from_timm(vit: nn.Module) -> dict[str, Any]:
     try:
         return json.loads(json.dumps(config))  # tuples become lists, as after a save/load round trip
     except TypeError as err:
-        raise revzoo.ConfigError(f"timm kwargs of {name!r} are not JSON-serialisable, so revzoo cannot save them: {err}") from err
+        raise revzoo.ConfigError(
+            f"timm kwargs of {name!r} are not JSON-serialisable, so revzoo cannot save them: {err}"
+        ) from err
 
 
 def from_timm(vit: VisionTransformer, form: str = "reversible", execution: str = "invert") -> RevViT:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-import revzoo
 import timm
 from timm.models import model_entrypoint
 from timm.models.vision_transformer import VisionTransformer
+
+import revzoo
 
 from .model import check_supported_vit
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import revzoo
 import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
+
+import revzoo
 
 from .branches import AttentionBranch, MlpBranch, accepts_attention_mask
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import revzoo
 import torch
+
+import revzoo
 
 from .checkpoint import read_timm, write_timm
 from .factory import create_timm_vit
