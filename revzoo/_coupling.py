@@ -122,31 +122,30 @@ class _BlockFunction(torch.autograd.Function):
         wanted += [p for p, need in zip(params, param_needs) if need]
         totals: dict[int, torch.Tensor | None] = {}
 
-        def branch_grads(module: nn.Module, kwargs: dict, output: torch.Tensor, stream: torch.Tensor, grad):
+        def undo(branch: nn.Module, state: CallState, kwargs: dict, known: torch.Tensor, result: torch.Tensor, grad):
+            """Given `result = other + branch(known)`, returns `other` and the gradient reaching `known`.
+
+            Gradients reaching the branch's parameters and routed tensors are added to `totals`.
+            """
+            with state.restore():
+                known = known.requires_grad_()
+                output = branch(known, **kwargs)
             used = {id(v) for v in kwargs.values() if isinstance(v, torch.Tensor)}
-            used |= {id(p) for p in module.parameters()}
+            used |= {id(p) for p in branch.parameters()}
             targets = [t for t in wanted if id(t) in used]
-            grad_stream, *rest = _grads(output, [stream, *targets], grad)
+            grad_known, *rest = _grads(output, [known, *targets], grad)
             for target, target_grad in zip(targets, rest):
                 totals[id(target)] = _add(totals.get(id(target)), target_grad)
-            return grad_stream
+            with torch.no_grad():
+                return result - output, grad_known
 
         f, g = run.blocks[index]
         f_state, g_state = run.states[index]
         y1, y2 = run.streams
-        with g_state.restore():
-            y1 = y1.requires_grad_()
-            g_out = g(y1, **g_kwargs)
-        grad_y1 = _add(grad_y1, branch_grads(g, g_kwargs, g_out, y1, grad_y2))
-        with torch.no_grad():
-            x2 = y2 - g_out
-        del g_out
-        with f_state.restore():
-            x2 = x2.requires_grad_()
-            f_out = f(x2, **f_kwargs)
-        grad_x2 = _add(grad_y2, branch_grads(f, f_kwargs, f_out, x2, grad_y1))
-        with torch.no_grad():
-            x1 = y1 - f_out
+        x2, grad_y1_through_g = undo(g, g_state, g_kwargs, y1, y2, grad_y2)
+        grad_y1 = _add(grad_y1, grad_y1_through_g)
+        x1, grad_x2_through_f = undo(f, f_state, f_kwargs, x2, y1, grad_y1)
+        grad_x2 = _add(grad_y2, grad_x2_through_f)
         run.streams = (x1.detach(), x2.detach())
         if run.trace is not None:
             run.trace["reconstructed"][index] = (x1.detach().clone(), x2.detach().clone())
