@@ -15,8 +15,9 @@ from .model import check_supported_vit
 
 __all__ = ["create_timm_vit"]
 
-# timm modules whose entry points build a plain VisionTransformer (the hybrid ones swap only the patch embedding).
-_VIT_MODULES = ("timm.models.vision_transformer", "timm.models.vision_transformer_hybrid")
+# timm modules whose entry points build plain VisionTransformers (hybrids swap only the patch embedding; DeiT's
+# distilled models are a subclass, refused after building).
+_VIT_MODULES = ("timm.models.vision_transformer", "timm.models.vision_transformer_hybrid", "timm.models.deit")
 
 
 def _check_name(model_name: Any) -> None:
