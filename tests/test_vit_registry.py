@@ -50,6 +50,7 @@ def test_create_any_timm_vit_by_name_passes_kwargs(vit_plugin):
         ("timm/resnet18", {}, "resnet18"),
         ("timm/vit_smal_patch16_224", {}, "did you mean"),
         ("timm/vit_tiny_patch16_224", {"pretrained": True}, "pretrained"),
+        ("timm/vit_tiny_patch16_224", {"checkpoint_path": "w.pth"}, "checkpoint_path"),
         ("timm/vit_tiny_patch16_224", {"not_a_timm_kwarg": 1}, "not_a_timm_kwarg"),
         ("timm/vit_relpos_small_patch16_224", {}, "VisionTransformer"),
         ("timm/deit_tiny_distilled_patch16_224", {}, "VisionTransformerDistilled"),

@@ -47,15 +47,15 @@ def create_timm_vit(model_name: str, kwargs: dict[str, Any]) -> VisionTransforme
     """Returns `timm.create_model(model_name, pretrained=False, **kwargs)`, checked to be a wrappable ViT.
 
     Raises:
-        revzoo.ConfigError: a non-ViT or unknown name, `pretrained=True`, or kwargs timm rejects.
+        revzoo.ConfigError: a non-ViT or unknown name, `pretrained=True`, `checkpoint_path`, or kwargs timm rejects.
     """
     _check_name(model_name)
-    if kwargs.get("pretrained"):
+    if kwargs.get("pretrained") or kwargs.get("checkpoint_path"):
         raise revzoo.ConfigError(
-            "pretrained=True is not supported (revzoo never downloads); "
-            "import timm weights with `revzoo import timm IN OUT --model NAME`"
+            "pretrained=True and checkpoint_path are not supported (revzoo never downloads, and reads weights "
+            "without pickle): import timm weights with `revzoo import timm IN OUT --model NAME`"
         )
-    timm_kwargs = {key: value for key, value in kwargs.items() if key != "pretrained"}
+    timm_kwargs = {key: value for key, value in kwargs.items() if key not in ("pretrained", "checkpoint_path")}
     try:
         vit = timm.create_model(model_name, pretrained=False, **timm_kwargs)
     except (TypeError, AssertionError, ValueError) as err:
