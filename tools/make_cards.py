@@ -25,6 +25,7 @@ import torch
 import yaml
 
 import revzoo
+from revzoo._bench import _benchable_architectures
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD_DIR = "model_cards"
@@ -175,9 +176,11 @@ def _routes_and_layout(spec: revzoo.ArchSpec) -> list[str]:
 
 def _measured(spec: revzoo.ArchSpec, entry: dict[str, Any] | None) -> list[str]:
     lines = ["#### Measured memory and speed", ""]
+    if entry is None and spec.name in _benchable_architectures():
+        return lines + ["Not measured yet: run `revzoo bench`, then `python tools/make_cards.py`."]
     if entry is None:
-        why = "" if spec.example_inputs else " (it measures specs that give `example_inputs`; this one does not)"
-        return lines + [f"Not measured yet: run `revzoo bench`{why}, then `python tools/make_cards.py`."]
+        return lines + ["Not measured: `revzoo bench` measures the architectures whose spec gives `example_inputs`, "
+                        "a `depth` option and both forms."]
     memory = entry["memory"]
     kinds = list(memory)
     depths = sorted({int(depth) for by_depth in memory.values() for depth in by_depth})
