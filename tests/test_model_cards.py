@@ -141,7 +141,10 @@ def test_make_cards_merges_prose_and_checks(tmp_path: Path, register_plugin) -> 
 def test_check_fails_on_a_missing_card_until_written(tmp_path: Path, register_plugin, monkeypatch, capsys) -> None:
     register_plugin(plugin_of(tiny_spec(card="model_cards/tiny.md")), name="tiny-plugin")
     monkeypatch.setattr(make_cards, "ROOT", tmp_path)
-    assert make_cards.main(["--check"]) == 1 and not (tmp_path / "model_cards").exists()
-    assert "missing     model_cards/tiny.md (tiny)" in capsys.readouterr().out
+    (tmp_path / "model_cards").mkdir()
+    (tmp_path / "model_cards" / "gone.md").write_text("prose of an uninstalled plugin's model\n")
+    assert make_cards.main(["--check"]) == 1 and not (tmp_path / "model_cards" / "tiny.md").exists()
+    out = capsys.readouterr().out
+    assert "missing     model_cards/tiny.md (tiny)" in out and "unused      model_cards/gone.md" in out
     assert make_cards.main([]) == 0 and "created     model_cards/tiny.md (tiny)" in capsys.readouterr().out
     assert make_cards.main(["--check"]) == 0 and "up to date  model_cards/tiny.md" in capsys.readouterr().out

@@ -376,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _write(card.path, card.expected)
             print(f"{'created' if card.current is None else 'wrote':<10}  {where} ({names})")
+    for orphan in sorted(set((ROOT / CARD_DIR).glob("*.md")) - {card.path for card in cards}):
+        print(f"{'unused':<10}  {orphan.relative_to(ROOT)} (no registered architecture names it; left as it is)")
     if bad:
         print(f"{bad} card(s) to update: run `python tools/make_cards.py`", file=sys.stderr)
     return 1 if bad else 0
