@@ -1,9 +1,10 @@
 """Writes model_cards/*.md from the registry and the latest `revzoo bench` results, keeping the hand-written prose.
 
-A card is Hugging Face front matter (required keys added when missing, existing values kept), the prose its
-authors wrote, and one section between GENERATED_START and GENERATED_END that this tool rewrites on every run.
-The section keeps the measured figures it shows as JSON comments, so a run without bench results (as in CI)
-carries them over: a card only goes stale when the registry or newer results change it.
+A card is Hugging Face front matter (`library_name: revzoo`, the tags revzoo and reversible, and a license added
+where missing; other values kept), the prose its authors wrote, and one section between GENERATED_START and
+GENERATED_END that this tool rewrites on every run. The section keeps the measured figures it shows as JSON
+comments, so a run without bench results (as in CI) carries them over: a card only goes stale when the registry
+or newer results change it.
 
 Usage: python tools/make_cards.py [--check] [--bench bench-results/bench.json]
 `--check` writes nothing and exits 1 when a card is missing or stale.
