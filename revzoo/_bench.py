@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 from ._bench_models import ARCH_KINDS, StackConfig, arch_step, available_stack_kinds, stack_step
 from ._measure import alternate_times, measure_peak, peak_in_subprocess
 from ._registry import get_architecture, list_models, registry
+from ._version import __version__
 
 __all__ = ["main", "run_bench"]
 
@@ -180,8 +182,10 @@ def format_results(results: dict[str, Any]) -> str:
 
 def _write(results: dict[str, Any], report: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(results, indent=2))
     command = "revzoo bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:])
+    provenance = {"command": command.strip(), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+                  "revzoo": __version__}
+    (out / "bench.json").write_text(json.dumps({**results, "provenance": provenance}, indent=2))
     (out / "bench.md").write_text(f"Measured with `{command.strip()}`.\n\n{report}\n")
     written = [out / "bench.md", out / "bench.json"]
     try:

@@ -316,12 +316,11 @@ def _card_text(current: str | None, specs: list[revzoo.ArchSpec], plugins: dict[
 
 
 def _read_bench(path: Path | None) -> tuple[dict[str, Any] | None, str]:
-    """Returns the bench results (None without a file) and the command that wrote them, from bench.md beside."""
+    """Returns the bench results (None without a file) and the command that wrote them, as bench.json records it."""
     if path is None or not path.is_file():
         return None, "revzoo bench"
-    report = path.with_name("bench.md")
-    match = re.search(r"Measured with `([^`]+)`", report.read_text()) if report.is_file() else None
-    return json.loads(path.read_text()), match.group(1) if match else "revzoo bench"
+    results = json.loads(path.read_text())
+    return results, results.get("provenance", {}).get("command", "revzoo bench")
 
 
 def _card_path(spec: revzoo.ArchSpec, root: Path) -> Path:
