@@ -7,6 +7,11 @@ come from pluggy plugins; weights live in safetensors files that convert between
 
 from __future__ import annotations
 
+from ._adapt import from_timm as from_timm
+from ._adapt import get_adapter as get_adapter
+from ._adapt import to_timm as to_timm
+from ._adapt import unwrap as unwrap
+from ._adapt import wrap as wrap
 from ._check import BlockReport as BlockReport
 from ._check import ReversibilityReport as ReversibilityReport
 from ._check import check_reversible as check_reversible
@@ -30,6 +35,7 @@ from ._sequence import ReversibleSequence as ReversibleSequence
 from ._sequence import get_form as get_form
 from ._sequence import set_execution as set_execution
 from ._sequence import set_form as set_form
+from ._spec import Adapter as Adapter
 from ._spec import ArchSpec as ArchSpec
 from ._spec import CheckpointFormat as CheckpointFormat
 from ._spec import ImportedCheckpoint as ImportedCheckpoint
@@ -38,11 +44,13 @@ from .errors import CheckpointError as CheckpointError
 from .errors import ConfigError as ConfigError
 from .errors import PluginError as PluginError
 from .errors import RevzooError as RevzooError
+from .errors import UnknownAdapterError as UnknownAdapterError
 from .errors import UnknownFormatError as UnknownFormatError
 from .errors import UnknownModelError as UnknownModelError
 from .hookspecs import hookimpl as hookimpl
 
 __all__ = [
+    "Adapter",
     "ArchSpec",
     "BlockReport",
     "CheckpointError",
@@ -54,6 +62,7 @@ __all__ = [
     "ReversibleSequence",
     "RevzooError",
     "StreamLayout",
+    "UnknownAdapterError",
     "UnknownFormatError",
     "UnknownModelError",
     "__version__",
@@ -61,6 +70,8 @@ __all__ = [
     "convert",
     "create",
     "export_checkpoint",
+    "from_timm",
+    "get_adapter",
     "get_architecture",
     "get_form",
     "get_format",
@@ -76,5 +87,8 @@ __all__ = [
     "save",
     "set_execution",
     "set_form",
+    "to_timm",
     "unregister_plugin",
+    "unwrap",
+    "wrap",
 ]

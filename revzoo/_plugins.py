@@ -16,7 +16,7 @@ from typing import Any, Final
 import pluggy
 
 from . import hookspecs
-from ._spec import ArchSpec, CheckpointFormat
+from ._spec import Adapter, ArchSpec, CheckpointFormat
 from .errors import PluginError
 
 __all__ = ["Registry", "load_plugins", "plugin_manager", "register_plugin", "registry", "unregister_plugin"]
@@ -33,7 +33,8 @@ class Registry:
 
     architectures: dict[str, ArchSpec] = field(default_factory=dict)  # names and aliases
     formats: dict[str, CheckpointFormat] = field(default_factory=dict)
-    owners: dict[str, str] = field(default_factory=dict)  # "arch:NAME" / "format:NAME" -> plugin name
+    adapters: dict[str, Adapter] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)  # "arch:NAME" / "format:NAME" / "adapter:NAME" -> plugin
     failures: dict[str, str] = field(default_factory=dict)  # plugin name -> one-line error
 
 
@@ -78,48 +79,53 @@ def load_plugins() -> None:
         _state.registry = None
 
 
-def _collect_plugin(name: str, plugin: Any) -> tuple[list[ArchSpec], list[CheckpointFormat]]:
-    found: dict[str, list] = {"register_architectures": [], "register_formats": []}
-    kinds = {"register_architectures": ArchSpec, "register_formats": CheckpointFormat}
-    for hook_name, kind in kinds.items():
+_HOOKS: Final = {"register_architectures": ("arch", ArchSpec), "register_formats": ("format", CheckpointFormat),
+                 "register_adapters": ("adapter", Adapter)}
+
+
+def _collect_plugin(plugin: Any) -> list[tuple[str, Any]]:
+    """Returns `(kind, item)` for everything one plugin registers through its hooks."""
+    found: list[tuple[str, Any]] = []
+    for hook_name, (kind, cls) in _HOOKS.items():
         for impl in getattr(plugin_manager.hook, hook_name).get_hookimpls():
             if impl.plugin is not plugin:
                 continue
 
-            def register(item: Any, kind: type = kind, hook_name: str = hook_name) -> None:
-                if not isinstance(item, kind):
-                    raise PluginError(f"{hook_name} takes revzoo.{kind.__name__}, got {type(item).__name__}")
-                found[hook_name].append(item)
+            def register(item: Any, kind: str = kind, cls: type = cls, hook_name: str = hook_name) -> None:
+                if not isinstance(item, cls):
+                    raise PluginError(f"{hook_name} takes revzoo.{cls.__name__}, got {type(item).__name__}")
+                found.append((kind, item))
 
             impl.function(register=register)
-    return found["register_architectures"], found["register_formats"]
+    return found
 
 
-def _merge(registry: Registry, plugin_name: str, archs: list[ArchSpec], formats: list[CheckpointFormat]) -> None:
+def _merge(registry: Registry, plugin_name: str, items: list[tuple[str, Any]]) -> None:
     """Adds one plugin's registrations, or none of them if any name is taken."""
-    claims = [(f"arch:{n}", spec) for spec in archs for n in (spec.name, *spec.aliases)]
-    claims += [(f"format:{fmt.name}", fmt) for fmt in formats]
+    claims = [(f"{kind}:{name}", item) for kind, item in items
+              for name in (item.name, *getattr(item, "aliases", ()))]
     seen: set[str] = set()
     for key, _ in claims:
         owner = registry.owners.get(key) or (plugin_name if key in seen else None)
         if owner is not None:
             kind, name = key.split(":", 1)
             raise PluginError(
-                f"{'model' if kind == 'arch' else 'format'} name {name!r} is registered by both "
+                f"{'model' if kind == 'arch' else kind} name {name!r} is registered by both "
                 f"plugin {owner!r} and plugin {plugin_name!r}"
             )
         seen.add(key)
+    tables = {"arch": registry.architectures, "format": registry.formats, "adapter": registry.adapters}
     for key, item in claims:
         registry.owners[key] = plugin_name
-        table = registry.architectures if key.startswith("arch:") else registry.formats
-        table[key.split(":", 1)[1]] = item
+        kind, name = key.split(":", 1)
+        tables[kind][name] = item
 
 
 def _build(strict: str | None = None) -> Registry:
     registry = Registry(failures=dict(_state.import_failures))
     for name, plugin in plugin_manager.list_name_plugin():
         try:
-            _merge(registry, name, *_collect_plugin(name, plugin))
+            _merge(registry, name, _collect_plugin(plugin))
         except Exception as err:
             if name == strict:
                 raise

@@ -23,6 +23,7 @@ __all__ = [
     "list_models",
     "plugins_info",
     "resolve",
+    "unknown_name_error",
 ]
 
 REV_SUFFIX = "-rev"
@@ -54,7 +55,8 @@ def list_models(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str]
     return sorted(chosen, key=_natural_key)
 
 
-def _unknown(name: str, known: Iterable[str], what: str, error: type[KeyError], command: str) -> KeyError:
+def unknown_name_error(name: str, known: Iterable[str], what: str, error: type[KeyError], command: str) -> KeyError:
+    """Returns `error` quoting `name`, the closest known names, and the command that lists them."""
     close = difflib.get_close_matches(name, sorted(known), n=3)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     return error(f"unknown {what} {name!r}{hint} (see: revzoo {command})")
@@ -71,7 +73,7 @@ def resolve(name: str) -> tuple[ArchSpec, str | None, str | None]:
         base, form = base[: -len(REV_SUFFIX)], "reversible"
     spec = architectures.get(base)
     if spec is None or (subname and spec.subname_key is None):
-        raise _unknown(name, list_models(), "model", UnknownModelError, "list")
+        raise unknown_name_error(name, list_models(), "model", UnknownModelError, "list")
     return spec, form, subname or None
 
 
@@ -126,7 +128,7 @@ def get_format(name: str) -> CheckpointFormat:
     """Returns the CheckpointFormat registered under `name`."""
     formats = registry().formats
     if name not in formats:
-        raise _unknown(name, formats, "checkpoint format", UnknownFormatError, "plugins")
+        raise unknown_name_error(name, formats, "checkpoint format", UnknownFormatError, "plugins")
     return formats[name]
 
 
@@ -146,6 +148,7 @@ def plugins_info() -> list[dict[str, Any]]:
                 "hooks": hooks,
                 "models": sorted(n for kind, n in owned if kind == "arch"),
                 "formats": sorted(n for kind, n in owned if kind == "format"),
+                "adapters": sorted(n for kind, n in owned if kind == "adapter"),
                 "status": "failed" if name in reg.failures else "ok",
                 "error": reg.failures.get(name),
             }
@@ -154,6 +157,6 @@ def plugins_info() -> list[dict[str, Any]]:
         if not plugin_manager.has_plugin(name):
             records.append(
                 {"name": name, "version": plugin_version(name), "hooks": [], "models": [], "formats": [],
-                 "status": "failed", "error": error}
+                 "adapters": [], "status": "failed", "error": error}
             )
     return sorted(records, key=lambda record: record["name"])

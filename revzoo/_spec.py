@@ -16,7 +16,7 @@ from ._layout import StreamLayout
 from ._sequence import FORMS
 from .errors import PluginError
 
-__all__ = ["ArchSpec", "CheckpointFormat", "ImportedCheckpoint"]
+__all__ = ["Adapter", "ArchSpec", "CheckpointFormat", "ImportedCheckpoint"]
 
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
@@ -112,3 +112,23 @@ class CheckpointFormat:
         _check_name(self.name, "format")
         if not callable(self.read) or (self.write is not None and not callable(self.write)):
             raise PluginError(f"format {self.name!r}: read (and write, if given) must be callable")
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Turns a model instance of another library (e.g. a timm ViT) into a revzoo model sharing its weights, and back.
+
+    `wrap(model, form=...)` returns the revzoo model, with `revzoo_architecture` and
+    `revzoo_config` set so that `revzoo.save` can rebuild it; `unwrap(model)` returns the
+    foreign model, or is None when going back is not supported.
+    """
+
+    name: str
+    description: str
+    wrap: Callable[..., nn.Module]
+    unwrap: Callable[[nn.Module], Any] | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "adapter")
+        if not callable(self.wrap) or (self.unwrap is not None and not callable(self.unwrap)):
+            raise PluginError(f"adapter {self.name!r}: wrap (and unwrap, if given) must be callable")

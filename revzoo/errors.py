@@ -7,6 +7,7 @@ __all__ = [
     "ConfigError",
     "PluginError",
     "RevzooError",
+    "UnknownAdapterError",
     "UnknownFormatError",
     "UnknownModelError",
 ]
@@ -25,6 +26,13 @@ class UnknownModelError(RevzooError, KeyError):
 
 class UnknownFormatError(RevzooError, KeyError):
     """A foreign checkpoint format that no plugin registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownAdapterError(RevzooError, KeyError):
+    """A model adapter (e.g. "timm") that no plugin registered."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

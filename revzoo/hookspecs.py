@@ -20,3 +20,8 @@ def register_architectures(register: Callable) -> None:
 @hookspec
 def register_formats(register: Callable) -> None:
     """Register foreign checkpoint formats: call `register(revzoo.CheckpointFormat(...))`; return None."""
+
+
+@hookspec
+def register_adapters(register: Callable) -> None:
+    """Register adapters of foreign model instances: call `register(revzoo.Adapter(...))`; return None."""

@@ -42,6 +42,19 @@ def test_from_timm_shares_weights_and_to_timm_gives_it_back(images):
     torch.testing.assert_close(back(images), model(images), atol=1e-6, rtol=0)
 
 
+def test_revzoo_from_timm_goes_through_the_plugins_adapter(vit_plugin, images):
+    vit = tiny_vit().eval()
+    model = revzoo.from_timm(vit, form="reversible")
+    assert revzoo.get_form(model) == "reversible" and model.head.weight is vit.head.weight
+    assert revzoo.to_timm(revzoo.set_form(model, "sequential")) is vit
+    assert revzoo.plugins_info()[0]["adapters"] == ["timm"]
+
+
+def test_revzoo_from_timm_without_the_plugin_is_a_clear_error():
+    with pytest.raises(revzoo.UnknownAdapterError, match="unknown adapter 'timm'"):
+        revzoo.from_timm(tiny_vit())
+
+
 def test_to_timm_warns_that_timm_computes_the_sequential_form():
     with pytest.warns(UserWarning, match="sequential"):
         to_timm(from_timm(tiny_vit(), form="reversible"))

@@ -12,7 +12,7 @@ from .checkpoint import read_timm, write_timm
 from .convert import config_from_timm, from_timm, to_timm
 from .keys import revzoo_key_to_timm, timm_key_to_revzoo
 from .model import RevViT
-from .registration import build_timm_vit, register_architectures, register_formats
+from .registration import build_timm_vit, register_adapters, register_architectures, register_formats
 
 __all__ = [
     "AttentionBranch",
@@ -22,6 +22,7 @@ __all__ = [
     "config_from_timm",
     "from_timm",
     "read_timm",
+    "register_adapters",
     "register_architectures",
     "register_formats",
     "revzoo_key_to_timm",

@@ -10,6 +10,7 @@ import torch
 import revzoo
 
 from .checkpoint import read_timm, write_timm
+from .convert import from_timm, to_timm
 from .factory import create_timm_vit
 from .model import MASK_ROUTES, RevViT
 
@@ -102,4 +103,15 @@ def register_formats(register) -> None:
         description="timm VisionTransformer state dict (.safetensors/.pth); pass the timm model name as model=",
         read=read_timm,
         write=write_timm,
+    ))
+
+
+@revzoo.hookimpl
+def register_adapters(register) -> None:
+    """Registers the "timm" adapter behind revzoo.from_timm / revzoo.to_timm."""
+    register(revzoo.Adapter(
+        name="timm",
+        description="a timm VisionTransformer instance as a revzoo ViT sharing its weights, and back",
+        wrap=from_timm,
+        unwrap=to_timm,
     ))
