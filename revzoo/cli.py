@@ -137,10 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--overwrite", action="store_true")
     sub.set_defaults(run=_cmd_export)
 
-    sub = commands.add_parser("bench", help="measure memory against depth and step time of the forms",
-                              description="Options: see `python -m revzoo._bench --help` (e.g. --quick, --out DIR).")
-    sub.add_argument("bench_args", nargs=argparse.REMAINDER)
-    sub.set_defaults(run=_cmd_bench)
+    sub = commands.add_parser("bench", help="measure memory against depth and step time of the forms (--help: its options)",
+                              add_help=False)
+    sub.set_defaults(run=_cmd_bench, passes_options_on=True)
 
     sub = commands.add_parser("demo", help="train, save, convert, reload and sample a small model")
     sub.add_argument("--out", default="revzoo-demo", help="directory for what the demo writes")
@@ -150,7 +149,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unparsed = parser.parse_known_args(argv)
+    if getattr(args, "passes_options_on", False):
+        args.bench_args = unparsed
+    elif unparsed:
+        parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
     try:
         args.run(args)
     except RevzooError as err:
