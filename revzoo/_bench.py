@@ -220,7 +220,7 @@ def _plot(results: dict[str, Any], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="revzoo bench", description=__doc__.splitlines()[0])
     parser.add_argument("--measure-stack", nargs=3, metavar=("KIND", "DEPTH", "CONFIG"), help=argparse.SUPPRESS)
     parser.add_argument("--measure-arch", nargs=3, metavar=("NAME", "KIND", "DEPTH"), help=argparse.SUPPRESS)
     parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 16, 32, 64])

@@ -78,3 +78,10 @@ def test_import_options_reach_the_reader(register_plugin, tmp_path, capsys) -> N
                        "--option", "heads=4", "--option", "name=abc", "--model", "m")
     assert code == 2 and err == "revzoo: error: stop here\n"
     assert seen == {"heads": 4, "name": "abc", "model": "m"}
+
+
+def test_bench_options_reach_the_benchmark(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: revzoo bench" in capsys.readouterr().out
