@@ -52,13 +52,20 @@ def peak_in_subprocess(module: str, args: Sequence[str], timeout: float = 900) -
 def alternate_times(
     runs: dict[str, Callable[[], None]], reference: str, rounds: int, progress: Callable[[str], None] | None = None
 ) -> dict[str, float]:
-    """Returns, per configuration, the median over rounds of its time divided by `reference`'s time."""
+    """Returns, per configuration, the median over rounds of its time divided by `reference`'s time.
+
+    The order rotates from round to round, so that no configuration always runs after the
+    same one (the allocator's and caches' state after a memory-hungry run slows the next).
+    """
     for run in runs.values():  # warm up every configuration once
         run()
+    names = list(runs)
     ratios: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(rounds):
         seconds = {}
-        for name, run in runs.items():
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            run = runs[name]
             start = time.perf_counter()
             run()
             seconds[name] = time.perf_counter() - start
