@@ -25,7 +25,7 @@ WORDS = ["<pad>", *COLOURS, *SHAPES]
 CONFIG = dict(dim=64, depth=4, heads=4, dim_head=16, num_text_tokens=len(WORDS), text_seq_len=4, image_size=32,
               num_image_tokens=64, vae_num_layers=2, vae_hidden_dim=32, vae_codebook_dim=64, attn_dropout=0.1,
               ff_dropout=0.1)
-VAE_STEPS, STEPS, BATCH = 150, 60, 8
+VAE_STEPS, STEPS, BATCH = 200, 250, 12
 
 
 def _draw(colour: str, shape: str, size: int = 32) -> torch.Tensor:
