@@ -34,6 +34,8 @@ import torch
 from revzoo_vit import from_timm
 from torch import nn
 
+from revzoo._measure import measure_peak
+
 CONFIGS = ("timm", "timm-ckpt", "rev")
 
 
@@ -57,14 +59,6 @@ def step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
     nn.functional.cross_entropy(model(images), labels).backward()
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def measure_memory(config: str, args: argparse.Namespace) -> dict:
     """Runs in a child process: returns the peak memory one training step adds, in MiB."""
     model = build(config, args)
@@ -72,12 +66,8 @@ def measure_memory(config: str, args: argparse.Namespace) -> dict:
     for param in model.parameters():
         param.grad = torch.zeros_like(param)
     step(model, images, labels)  # warm-up: lazy allocations (thread pools, kernels) are not the step's
-    baseline = _status_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-    step(model, images, labels)
-    peak = _status_kib("VmHWM")
-    return {"config": config, "baseline_mib": baseline / 1024, "peak_step_mib": (peak - baseline) / 1024}
+    peak = measure_peak(lambda: step(model, images, labels))
+    return {"config": config, "peak_step_mib": peak / 2**20}
 
 
 def memory_in_subprocesses(args: argparse.Namespace) -> dict[str, dict]:
