@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 from ._callstate import CallState
 from ._routes import RouteTable
 
-__all__ = ["CouplingRun", "run_invert"]
+__all__ = ["CouplingRun", "add_residual", "run_invert"]
 
 
 @dataclass
@@ -68,6 +68,18 @@ class CouplingRun:
         return list({id(p): p for module in (f, g) for p in module.parameters()}.values())
 
 
+def add_residual(stream: torch.Tensor, output: Any, index: int, branch: str) -> torch.Tensor:
+    """Returns `stream + output`, refusing an output whose shape differs: broadcasting would silently
+    change the stream's shape (and make the block impossible to invert)."""
+    if not isinstance(output, torch.Tensor) or output.shape != stream.shape:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(
+            f"block {index}'s {branch} returned {shape} for a stream of shape {tuple(stream.shape)}; "
+            "residual branches must return a tensor of the stream's shape"
+        )
+    return stream + output
+
+
 def _grads(output: torch.Tensor, targets: list[torch.Tensor], grad_output: torch.Tensor) -> list[torch.Tensor | None]:
     wanted = [t for t in targets if t.requires_grad]
     if not output.requires_grad or not wanted:
@@ -90,9 +102,9 @@ class _BlockFunction(torch.autograd.Function):
         if run.trace is not None:
             run.trace["inputs"].append((x1.clone(), x2.clone()))
         f_state = CallState.capture(x2)
-        y1 = x1 + f(x2, **f_kwargs)
+        y1 = add_residual(x1, f(x2, **f_kwargs), index, "f")
         g_state = CallState.capture(y1)
-        y2 = x2 + g(y1, **g_kwargs)
+        y2 = add_residual(x2, g(y1, **g_kwargs), index, "g")
         run.states.append((f_state, g_state))
         ctx.run, ctx.index, ctx.num_slots = run, index, num_slots
         ctx.is_last = index == len(run.blocks) - 1

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._coupling import CouplingRun, run_invert
+from ._coupling import CouplingRun, add_residual, run_invert
 from ._layout import StreamLayout
 from ._routes import RoutesArg, RouteTable
 
@@ -122,8 +122,8 @@ class ReversibleSequence(nn.Module):
         if self.form == "sequential":
             for index, (f, g) in enumerate(run.blocks):
                 f_kwargs, g_kwargs = run.branch_kwargs(index)
-                stream = stream + f(stream, **f_kwargs)
-                stream = stream + g(stream, **g_kwargs)
+                stream = add_residual(stream, f(stream, **f_kwargs), index, "f")
+                stream = add_residual(stream, g(stream, **g_kwargs), index, "g")
             return stream
         if self.execution == "invert" and torch.is_grad_enabled():
             y1, y2 = run_invert(run, stream)
@@ -131,8 +131,8 @@ class ReversibleSequence(nn.Module):
             y1 = y2 = stream
             for index, (f, g) in enumerate(run.blocks):
                 f_kwargs, g_kwargs = run.branch_kwargs(index)
-                y1 = y1 + f(y2, **f_kwargs)
-                y2 = y2 + g(y1, **g_kwargs)
+                y1 = add_residual(y1, f(y2, **f_kwargs), index, "f")
+                y2 = add_residual(y2, g(y1, **g_kwargs), index, "g")
         return (y1 + y2) / 2
 
 

@@ -171,3 +171,11 @@ def test_non_tensor_kwargs_pass_through() -> None:
     cache = {"step": 3}
     stack(torch.randn(2, DIM, requires_grad=True), cache=cache).sum().backward()
     assert all(item is cache for item in seen) and len(seen) == 4  # forward f, g; recompute g, f
+
+
+@pytest.mark.parametrize("form,execution", [("reversible", "invert"), ("reversible", "autograd"), ("sequential", "invert")])
+def test_branch_output_of_the_wrong_shape_is_a_clear_error(form: str, execution: str) -> None:
+    """Broadcasting `x + f(x)` would silently grow the stream; every path refuses it instead."""
+    stack = revzoo.ReversibleSequence([(nn.Linear(DIM, DIM), nn.Linear(DIM, 1))], form=form, execution=execution)
+    with pytest.raises(ValueError, match=r"block 0's g returned \(2, 1\) for a stream of shape \(2, 8\)"):
+        stack(torch.randn(2, DIM, requires_grad=True))
