@@ -73,7 +73,8 @@ class _Progress:
 def run_bench(
     depths: tuple[int, ...] = (4, 8, 16, 32, 64),
     time_depth: int = 16,
-    arch_depths: tuple[int, ...] = (4, 8, 16),
+    arch_depths: tuple[int, ...] = (4, 16, 64),
+    arch_time_depth: int = 16,
     rounds: int = 5,
     config: StackConfig | None = None,
     quick: bool = False,
@@ -83,7 +84,7 @@ def run_bench(
     """Measures everything, prints the tables, writes `bench.md`, `bench.json` and `memory.png` to `out_dir`."""
     config = config or StackConfig()
     if quick:
-        depths, time_depth, arch_depths, rounds = (2, 4, 8), 4, (2, 4), 3
+        depths, time_depth, arch_depths, arch_time_depth, rounds = (2, 4, 8), 4, (2, 4), 4, 3
         config = StackConfig(dim=128, heads=4, seq=256, batch=2)
     kinds = available_stack_kinds()
     arch_names = _benchable_architectures() if architectures else []
@@ -105,9 +106,9 @@ def run_bench(
                 args = ["--measure-arch", name, kind, str(depth)]
                 memory[kind][depth] = peak_in_subprocess("revzoo._bench", args)["bytes"]
         progress.step(f"{name} time")
-        runs = {kind: arch_step(name, arch_depths[-1], kind)[1] for kind in ARCH_KINDS}
+        runs = {kind: arch_step(name, arch_time_depth, kind)[1] for kind in ARCH_KINDS}
         times = alternate_times(runs, "sequential", rounds)
-        results["architectures"][name] = {"memory": memory, "time": times, "time_depth": arch_depths[-1],
+        results["architectures"][name] = {"memory": memory, "time": times, "time_depth": arch_time_depth,
                                           "small": dict(get_architecture(name).small)}
     progress.close()
     report = format_results(results)
@@ -203,11 +204,16 @@ def _plot(results: dict[str, Any], path: Path) -> Path:
 
     panels = [("transformer stack", results["stack"]["memory"])]
     panels += [(name, arch["memory"]) for name, arch in results["architectures"].items()]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for axis, (title, memory) in zip(axes[0], panels):
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.4 * rows), squeeze=False)
+    for axis in axes.flat[len(panels):]:
+        axis.set_visible(False)
+    for axis, (title, memory) in zip(axes.flat, panels):
         for kind, by_depth in memory.items():
             depths = sorted(int(d) for d in by_depth)
             axis.plot(depths, [by_depth[d] / MIB for d in depths], marker="o", label=kind)
+        axis.set_xticks(depths, [str(d) for d in depths])
         axis.set_title(title)
         axis.set_xlabel("depth (blocks)")
         axis.set_ylabel("peak activation memory (MiB)")
@@ -225,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--measure-arch", nargs=3, metavar=("NAME", "KIND", "DEPTH"), help=argparse.SUPPRESS)
     parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     parser.add_argument("--time-depth", type=int, default=16)
-    parser.add_argument("--arch-depths", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--arch-depths", type=int, nargs="+", default=[4, 16, 64])
+    parser.add_argument("--arch-time-depth", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-architectures", action="store_true", help="only the transformer stack")
     parser.add_argument("--quick", action="store_true", help="a small configuration for a smoke run")
@@ -240,8 +247,8 @@ def main(argv: list[str] | None = None) -> None:
         name, kind, depth = args.measure_arch
         print(json.dumps({"bytes": _peak_of(*arch_step(name, int(depth), kind))}))
         return
-    run_bench(tuple(args.depths), args.time_depth, tuple(args.arch_depths), args.rounds, quick=args.quick,
-              out_dir=args.out, architectures=not args.no_architectures)
+    run_bench(tuple(args.depths), args.time_depth, tuple(args.arch_depths), args.arch_time_depth, args.rounds,
+              quick=args.quick, out_dir=args.out, architectures=not args.no_architectures)
 
 
 if __name__ == "__main__":
