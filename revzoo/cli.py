@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import _checkpoint, _registry
 from .errors import RevzooError
@@ -16,6 +17,14 @@ from .errors import RevzooError
 __all__ = ["main"]
 
 EXIT_BAD_INPUT = 2
+
+
+def _card_location(card: str | None) -> str | None:
+    """Returns the card's absolute path when it is in this checkout (an editable install), else as registered."""
+    if card is None:
+        return None
+    in_checkout = Path(__file__).resolve().parents[1] / card
+    return str(in_checkout) if in_checkout.is_file() else card
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -37,7 +46,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
         "stream layout": (
             "a single tensor" if layout is None else {"stream": layout.stream, "fields": layout.fields or "dict"}
         ),
-        "card": spec.card,
+        "card": _card_location(spec.card),
         "plugin": _registry.registry().owners.get(f"arch:{spec.name}"),
     }
     if subname:

@@ -76,8 +76,8 @@ def test_every_registered_model_has_a_card_with_the_fields(builtin_plugins: list
 def test_info_shows_the_card(builtin_plugins: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     for name in builtin_plugins:
         assert main(["info", name]) == 0
-        card = revzoo.get_architecture(name).card
-        assert re.search(rf"^card\s+{re.escape(card)}$", capsys.readouterr().out, re.M), name
+        card = ROOT / revzoo.get_architecture(name).card  # in a checkout, info shows the absolute path
+        assert re.search(rf"^card\s+{re.escape(str(card))}$", capsys.readouterr().out, re.M), name
 
 
 PROSE = """---
