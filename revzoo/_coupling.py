@@ -11,11 +11,14 @@ the block's parameters) is an input of the block's Function and receives its gra
 an output of `backward`, so the autograd engine accumulates parameter gradients as it
 does for any layer: once per backward even for modules shared by several blocks, as
 soon as a block is done (DistributedDataParallel's bucket hooks fire during backward),
-and never more than one block's parameter gradients held at once.
+and never more than one block's parameter gradients held at once. The exception is a
+branch under FSDP2's `fully_shard`: FSDP2 unshards it for the recompute and reduce-scatters
+from its own hooks, so that branch is differentiated by accumulation instead.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,9 +66,19 @@ class CouplingRun:
         return self.routes.split(index, kwargs, context)
 
     def block_parameters(self, index: int) -> list[nn.Parameter]:
-        """Returns the parameters of block `index`, each once even when `f` and `g` share modules."""
+        """Returns the parameters of block `index` whose gradients the block's Function returns.
+
+        Each appears once, even when `f` and `g` share modules. A branch under FSDP2's
+        `fully_shard` is left out: FSDP2 collects its gradients itself (see `undo`).
+        """
         f, g = self.blocks[index]
-        return list({id(p): p for module in (f, g) for p in module.parameters()}.values())
+        return list({id(p): p for module in (f, g) if not _is_fsdp(module) for p in module.parameters()}.values())
+
+
+def _is_fsdp(module: nn.Module) -> bool:
+    """Is `module` an FSDP2 `fully_shard` module? (Never true unless FSDP was imported, so never imports it.)"""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(module, fsdp.FSDPModule)
 
 
 def add_residual(stream: torch.Tensor, output: Any, index: int, branch: str) -> torch.Tensor:
@@ -142,6 +155,17 @@ class _BlockFunction(torch.autograd.Function):
             with state.restore():
                 known = known.requires_grad_()
                 output = branch(known, **kwargs)
+            if _is_fsdp(branch):
+                # FSDP2 reduce-scatters from hooks on its unsharded parameters' accumulation, so
+                # this branch is differentiated by accumulation; `known` and the routed leaves are
+                # fresh leaves of this backward, so their .grad holds exactly this branch's share.
+                slots = [v for v in kwargs.values() if isinstance(v, torch.Tensor) and v.requires_grad]
+                torch.autograd.backward(output, grad)
+                for leaf in slots:
+                    totals[id(leaf)] = _add(totals.get(id(leaf)), leaf.grad)
+                    leaf.grad = None
+                with torch.no_grad():
+                    return result - output, known.grad
             used = {id(v) for v in kwargs.values() if isinstance(v, torch.Tensor)}
             used |= {id(p) for p in branch.parameters()}
             targets = [t for t in wanted if id(t) in used]
@@ -169,16 +193,13 @@ class _BlockFunction(torch.autograd.Function):
 
 
 def _refuse_sharded(params: list[nn.Parameter]) -> None:
-    """FSDP2 reduces gradients from hooks on its unsharded parameters; inverted blocks never feed those."""
-    if not torch.distributed.is_available():
-        return
-    from torch.distributed.tensor import DTensor
-
-    if any(isinstance(p, DTensor) for p in params):
+    """Sharded parameters outside a fully_shard branch would never be unsharded: revzoo calls the branches, not
+    the modules around them, so only the branches' own FSDP2 hooks run."""
+    dtensor = sys.modules.get("torch.distributed.tensor")
+    if dtensor is not None and any(isinstance(p, dtensor.DTensor) for p in params):
         raise NotImplementedError(
-            "revzoo: execution='invert' does not support FSDP2-sharded (DTensor) parameters: FSDP2 reduces "
-            "gradients from hooks on its unsharded parameters, which the inverted recompute does not feed. "
-            "Use execution='autograd' under fully_shard, or DistributedDataParallel with 'invert'."
+            "revzoo: execution='invert' found FSDP2-sharded parameters outside a fully_shard branch; apply "
+            "fully_shard to each branch (stack.blocks[i].f and .g), not to the block or the stack"
         )
 
 

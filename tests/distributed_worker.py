@@ -49,7 +49,7 @@ def reference_grads(model: nn.Module, steps: list[torch.Tensor], world: int) -> 
     return {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-MODES = ("plain", "no_sync", "static_graph", "fsdp2-autograd", "fsdp2-invert")
+MODES = ("plain", "no_sync", "static_graph", "fsdp2-autograd", "fsdp2-invert", "fsdp2-block")
 
 
 def run(rank: int, world: int, port: int, result_dir: str) -> None:
@@ -69,14 +69,15 @@ def run(rank: int, world: int, port: int, result_dir: str) -> None:
             dist.destroy_process_group()
 
 
-def _fully_shard_per_block(model: TiedRoutedModel, world: int) -> TiedRoutedModel:
+def _fully_shard(model: TiedRoutedModel, world: int, per_branch: bool) -> TiedRoutedModel:
+    """Shards each branch (what revzoo supports), or each block container (what it refuses), then the root."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh("cpu", (world,))
     for block in model.stack.blocks:
-        fully_shard(block.f, mesh=mesh)
-        fully_shard(block.g, mesh=mesh)
+        for module in (block.f, block.g) if per_branch else (block,):
+            fully_shard(module, mesh=mesh)
     return fully_shard(model, mesh=mesh)
 
 
@@ -87,9 +88,9 @@ def _compare(rank: int, world: int, mode: str) -> str:
     reference.load_state_dict(model.state_dict())
     steps = batches(2)  # static_graph only uses its recorded graph from the second iteration
     if mode.startswith("fsdp2"):
-        revzoo.set_execution(model, mode.removeprefix("fsdp2-"))
-        wrapped = _fully_shard_per_block(model, world)
-        if mode == "fsdp2-invert":
+        revzoo.set_execution(model, "autograd" if mode == "fsdp2-autograd" else "invert")
+        wrapped = _fully_shard(model, world, per_branch=mode != "fsdp2-block")
+        if mode == "fsdp2-block":
             try:
                 wrapped(steps[0].chunk(world)[rank]).backward()
             except NotImplementedError as err:
