@@ -87,7 +87,7 @@ def _fully_shard(model: TiedRoutedModel, world: int, per_branch: bool) -> TiedRo
 def _compare(rank: int, world: int, mode: str) -> str:
     torch.manual_seed(0)
     model = TiedRoutedModel()
-    reference = TiedRoutedModel()
+    reference = revzoo.set_execution(TiedRoutedModel(), "autograd")  # plain autograd, one process
     reference.load_state_dict(model.state_dict())
     steps = batches(2)  # static_graph only uses its recorded graph from the second iteration
     if mode.startswith("fsdp2"):
