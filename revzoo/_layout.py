@@ -33,13 +33,6 @@ class StreamLayout:
             if self.stream not in self.fields:
                 raise ValueError(f"StreamLayout stream {self.stream!r} is not one of its fields {self.fields!r}")
 
-    @property
-    def context_names(self) -> tuple[str, ...] | None:
-        """Returns the names of the context fields, or None for a dict layout (known per call)."""
-        if self.fields is None:
-            return None
-        return tuple(name for name in self.fields if name != self.stream)
-
     def split(self, data: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         """Returns `(stream, context)` from the data a stack was called with."""
         if self.fields is None:
