@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from revzoo_dalle import DalleTransformer, build_dalle
 
 import revzoo
-from revzoo_dalle import DalleTransformer, build_dalle
 
 TINY = {
     "dim": 16, "heads": 2, "dim_head": 8, "num_text_tokens": 12, "text_seq_len": 4,

@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-
-import revzoo
 import revzoo_dalle
+import torch
 from revzoo_dalle import build_dalle, read_dalle_pytorch, write_dalle_pytorch
 from revzoo_dalle.attention import Attention
 from revzoo_dalle.patterns import AttentionPattern
+
+import revzoo
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dalle"
 CASES = ("seq_full_defaults", "rev_all_types", "rev_shared_stable", "seq_conv_shift")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import revzoo_dalle
 import torch
+from revzoo_dalle import build_dalle
 
 import revzoo
-import revzoo_dalle
-from revzoo_dalle import build_dalle
 
 TINY = {
     "dim": 16, "depth": 2, "heads": 2, "dim_head": 8, "num_text_tokens": 12, "text_seq_len": 4,

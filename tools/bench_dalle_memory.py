@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from revzoo_dalle import build_dalle
 
 CONFIG = {

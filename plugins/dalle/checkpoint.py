@@ -14,9 +14,10 @@ import re
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-import revzoo
 import torch
 from torch import nn
+
+import revzoo
 
 from .config import DEFAULTS, build_dalle
 from .rotary import dalle_rotary_table

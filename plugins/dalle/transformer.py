@@ -5,9 +5,10 @@ from __future__ import annotations
 from itertools import cycle, islice
 from typing import Any
 
-import revzoo
 import torch
 from torch import nn
+
+import revzoo
 
 from .attention import Attention
 from .branches import AttentionBranch, FeedForward, FeedForwardBranch
@@ -64,7 +65,9 @@ class DalleTransformer(nn.Module):
             attention = attentions.get(attn_id)
             if attention is None:
                 pattern = AttentionPattern(kind, text_len, image_size, conv_kernel_size, conv_dilation)
-                attention = Attention(dim, pattern=pattern, heads=heads, dim_head=dim_head, dropout=attn_dropout, stable=stable)
+                attention = Attention(
+                    dim, pattern=pattern, heads=heads, dim_head=dim_head, dropout=attn_dropout, stable=stable
+                )
                 attentions[attn_id] = attention
             elif attention.pattern.kind != kind:
                 raise revzoo.ConfigError(
