@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import _checkpoint, _registry
+from . import checkpoints, registry
 from .errors import RevzooError
 
 __all__ = ["main"]
@@ -28,26 +28,26 @@ def _card_location(card: str | None) -> str | None:
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
-    for name in _registry.list_models(args.pattern):
+    for name in registry.list_models(args.pattern):
         print(name)
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
-    spec, form, subname = _registry.resolve(args.name)
+    spec, form, subname = registry.resolve(args.name)
     layout = spec.layout
     info = {
         "name": spec.name,
         "aliases": list(spec.aliases),
         "description": spec.description,
         "forms": list(spec.forms),
-        "form of this name": form or _registry.default_form(spec),
+        "form of this name": form or registry.default_form(spec),
         "defaults": dict(spec.defaults),
         "routes": dict(spec.routes) or "none (only the stream reaches f and g)",
         "stream layout": (
             "a single tensor" if layout is None else {"stream": layout.stream, "fields": layout.fields or "dict"}
         ),
         "card": _card_location(spec.card),
-        "plugin": _registry.registry().owners.get(f"arch:{spec.name}"),
+        "plugin": registry.loaded_registry().owners.get(f"arch:{spec.name}"),
     }
     if subname:
         info["subname"] = {spec.subname_key: subname}
@@ -58,14 +58,14 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> None:
-    print(json.dumps(_registry.plugins_info(), indent=2))
+    print(json.dumps(registry.plugins_info(), indent=2))
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
-    path = _checkpoint.convert(args.src, args.dst, args.to, overwrite=args.overwrite, max_shard_size=args.max_shard_size)
+    path = checkpoints.convert(args.src, args.dst, args.to, overwrite=args.overwrite, max_shard_size=args.max_shard_size)
     print(f"wrote {path} (form {args.to}); the tensors are unchanged, but the two forms compute different functions")
     if args.probe:
-        print(f"probe: max |reversible - sequential| output difference = {_checkpoint.probe_forms(path):.3e}")
+        print(f"probe: max |reversible - sequential| output difference = {checkpoints.probe_forms(path):.3e}")
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -83,23 +83,23 @@ def _cmd_import(args: argparse.Namespace) -> None:
     options = dict(args.option or [])
     if args.model:
         options["model"] = args.model
-    path = _checkpoint.import_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite, **options)
+    path = checkpoints.import_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite, **options)
     print(f"wrote {path}")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    path = _checkpoint.export_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite)
+    path = checkpoints.export_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite)
     print(f"wrote {path}")
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from ._bench import main as bench_main
+    from .bench._bench import main as bench_main
 
     bench_main(args.bench_args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from ._demo import run_demo
+    from .bench._demo import run_demo
 
     run_demo(out_dir=args.out)
 

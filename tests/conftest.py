@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import revzoo
-from revzoo import _plugins
+from revzoo.registry import _plugins
 
 # One thread: the suite's tensors are tiny, and CI has 2 cores shared with the subprocesses some tests start.
 torch.set_num_threads(1)

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import revzoo
-import revzoo._stream
+import revzoo.checkpoints._stream
 from helpers import pairs, tiny_spec
 from revzoo.cli import main
 
@@ -141,7 +141,7 @@ def interrupt_copy(monkeypatch) -> None:
         target.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(revzoo._stream, "_copy_range", interrupted)
+    monkeypatch.setattr(revzoo.checkpoints._stream, "_copy_range", interrupted)
 
 
 def test_failed_conversion_leaves_no_output(tmp_path, saved, monkeypatch) -> None:

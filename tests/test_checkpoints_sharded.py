@@ -13,9 +13,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import revzoo
-import revzoo._checkpoint
-from revzoo._io import progress_bar
-from revzoo._shards import parse_size
+import revzoo.checkpoints._checkpoint
+from revzoo.checkpoints._io import progress_bar
+from revzoo.checkpoints._shards import parse_size
 
 plugin = base.plugin  # registers the tied test architecture and the "fake" format
 saved = base.saved
@@ -179,7 +179,7 @@ def test_failed_sharded_writes_leave_no_output(tmp_path, saved, monkeypatch) -> 
             raise OSError("disk full")
         tmp.write_bytes(b"shard")
 
-    monkeypatch.setattr(revzoo._checkpoint, "save_file", fail_on_third_shard)
+    monkeypatch.setattr(revzoo.checkpoints._checkpoint, "save_file", fail_on_third_shard)
     with pytest.raises(OSError, match="disk full"):
         revzoo.save(model, tmp_path / "w.safetensors", max_shard_size=SHARD)
     assert len(calls) == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from revzoo._demo import run_demo
+from revzoo.bench._demo import run_demo
 
 
 @pytest.fixture

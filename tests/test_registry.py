@@ -10,7 +10,7 @@ import pytest
 
 import revzoo
 from helpers import build_tiny, plugin_of, tiny_spec
-from revzoo import _plugins
+from revzoo.registry import _plugins
 
 
 def test_register_create_and_list(register_plugin) -> None:

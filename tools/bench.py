@@ -4,7 +4,7 @@ Usage: python tools/bench.py [--quick] [--out DIR] [--depths ...] [--arch-depths
 Writes DIR/bench.md, DIR/bench.json and DIR/memory.png (with matplotlib installed).
 """
 
-from revzoo._bench import main
+from revzoo.bench._bench import main
 
 if __name__ == "__main__":
     main()

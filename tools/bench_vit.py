@@ -34,7 +34,7 @@ import torch
 from revzoo_vit import from_timm
 from torch import nn
 
-from revzoo._measure import measure_peak
+from revzoo.bench._measure import measure_peak
 
 CONFIGS = ("timm", "timm-ckpt", "rev")
 

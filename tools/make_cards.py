@@ -26,7 +26,7 @@ import torch
 import yaml
 
 import revzoo
-from revzoo._bench import _benchable_architectures
+from revzoo.bench._bench import _benchable_architectures
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD_DIR = "model_cards"

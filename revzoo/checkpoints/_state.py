@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from ._io import progress_bar
-from .errors import CheckpointError
 
 __all__ = ["TensorSource", "check_fit", "fit_tensors", "name_listing", "tied_groups"]
 

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ._registry import create, get_architecture
-from ._sequence import ReversibleSequence
+from ..engine import ReversibleSequence
+from ..registry import create, get_architecture
 
 __all__ = ["ARCH_KINDS", "StackConfig", "arch_step", "available_stack_kinds", "stack_step"]
 

@@ -12,9 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._layout import StreamLayout
-from ._sequence import FORMS
-from .errors import PluginError
+from ..engine import FORMS, StreamLayout
+from ..errors import PluginError
 
 __all__ = ["Adapter", "ArchSpec", "CheckpointFormat", "ImportedCheckpoint"]
 

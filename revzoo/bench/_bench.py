@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from ._bench_models import ARCH_KINDS, StackConfig, arch_step, available_stack_kinds, stack_step
+from .._version import __version__
+from ..registry import get_architecture, list_models, loaded_registry
 from ._measure import alternate_times, measure_peak, peak_in_subprocess
-from ._registry import get_architecture, list_models, registry
-from ._version import __version__
+from ._models import ARCH_KINDS, StackConfig, arch_step, available_stack_kinds, stack_step
 
 __all__ = ["main", "run_bench"]
 
@@ -94,7 +94,7 @@ def run_bench(
         for kind in kinds:
             progress.step(f"stack {kind} depth {depth}")
             args = ["--measure-stack", kind, str(depth), json.dumps(asdict(config))]
-            results["stack"]["memory"][kind][depth] = peak_in_subprocess("revzoo._bench", args)["bytes"]
+            results["stack"]["memory"][kind][depth] = peak_in_subprocess("revzoo.bench._bench", args)["bytes"]
     progress.step(f"stack time at depth {time_depth}")
     results["stack"]["time_depth"] = time_depth
     results["stack"]["time"] = _stack_times(config, time_depth, kinds, rounds)
@@ -104,7 +104,7 @@ def run_bench(
             for kind in ARCH_KINDS:
                 progress.step(f"{name} {kind} depth {depth}")
                 args = ["--measure-arch", name, kind, str(depth)]
-                memory[kind][depth] = peak_in_subprocess("revzoo._bench", args)["bytes"]
+                memory[kind][depth] = peak_in_subprocess("revzoo.bench._bench", args)["bytes"]
         progress.step(f"{name} time")
         runs = {kind: arch_step(name, arch_time_depth, kind)[1] for kind in ARCH_KINDS}
         times = alternate_times(runs, "sequential", rounds)
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({"bytes": _peak_of(*stack_step(StackConfig(**json.loads(config)), int(depth), kind))}))
         return
     if args.measure_arch:
-        registry()  # load the plugins before measuring
+        loaded_registry()  # load the plugins before measuring
         name, kind, depth = args.measure_arch
         print(json.dumps({"bytes": _peak_of(*arch_step(name, int(depth), kind))}))
         return

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 __all__ = ["StoredTensor", "read_header", "read_stored", "write_stored"]
 

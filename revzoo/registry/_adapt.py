@@ -6,17 +6,17 @@ from typing import Any
 
 from torch import nn
 
-from ._plugins import registry
+from ..errors import PluginError, UnknownAdapterError
+from ._plugins import loaded_registry
 from ._registry import unknown_name_error
 from ._spec import Adapter
-from .errors import PluginError, UnknownAdapterError
 
 __all__ = ["from_timm", "get_adapter", "to_timm", "unwrap", "wrap"]
 
 
 def get_adapter(name: str) -> Adapter:
     """Returns the Adapter registered under `name` (e.g. "timm", from the vit plugin)."""
-    adapters = registry().adapters
+    adapters = loaded_registry().adapters
     if name not in adapters:
         raise unknown_name_error(name, adapters, "adapter", UnknownAdapterError, "plugins")
     return adapters[name]

@@ -1,9 +1,8 @@
-"""Reading checkpoint files without pickle, and writing them atomically."""
+"""Opening safetensors files, and writing any checkpoint file atomically."""
 
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -11,27 +10,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import SafetensorError, safe_open
 from tqdm import tqdm
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 __all__ = [
     "SAFETENSORS_SUFFIX",
-    "TORCH_SUFFIXES",
     "atomic_write",
     "atomic_write_all",
     "check_output",
     "open_safetensors",
     "progress_bar",
-    "read_foreign",
     "require_file",
-    "tensor_items",
 ]
 
 SAFETENSORS_SUFFIX = ".safetensors"
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
 def require_file(path: str | os.PathLike) -> Path:
@@ -54,36 +48,6 @@ def open_safetensors(path: str | os.PathLike) -> Iterator[Any]:
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt: {err})") from err
     with handle as opened:
         yield opened
-
-
-def read_foreign(path: str | os.PathLike) -> Any:
-    """Returns a foreign checkpoint's content, read without executing pickled code.
-
-    `.safetensors` (or a sharded `model.safetensors.index.json`) gives a dict of tensors;
-    `.pt/.pth/.bin/.ckpt` go through `torch.load(weights_only=True)`, which refuses anything
-    but tensors and plain containers.
-    """
-    from ._shards import is_index, open_tensors  # imported here: _shards builds on this module
-
-    path = require_file(path)
-    suffix = path.suffix.lower()
-    if suffix == SAFETENSORS_SUFFIX or is_index(path):
-        with open_tensors(path) as (_, source):
-            return {key: source.get(key) for key in source.shapes}
-    if suffix in TORCH_SUFFIXES:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise CheckpointError(
-                f"{path}: refused: it holds pickled objects other than tensors and plain containers, "
-                "and revzoo never unpickles code (torch.load weights_only=True)"
-            ) from err
-        except (RuntimeError, EOFError, OSError, ValueError) as err:
-            raise CheckpointError(f"{path}: not a readable PyTorch file ({str(err).splitlines()[0]})") from err
-    raise CheckpointError(
-        f"{path}: refused: unknown file type {suffix or '(none)'!r}; revzoo reads {SAFETENSORS_SUFFIX} and, "
-        f"without unpickling code, {', '.join(TORCH_SUFFIXES)}"
-    )
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -141,11 +105,3 @@ def check_output(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool
             raise CheckpointError(f"{dst}: output is the input file; pass --overwrite to replace it")
     elif not overwrite:
         raise CheckpointError(f"{dst}: already exists; pass --overwrite to replace it")
-
-
-def tensor_items(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Returns the tensors of a flat state dict, refusing anything that is not one."""
-    bad = [key for key, value in obj.items() if not isinstance(value, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"expected a state dict of tensors; {len(bad)} entries are not tensors: {bad[:3]}")
-    return dict(obj)

@@ -15,11 +15,11 @@ from typing import Any, Final
 
 import pluggy
 
+from ..errors import PluginError
 from . import hookspecs
 from ._spec import Adapter, ArchSpec, CheckpointFormat
-from .errors import PluginError
 
-__all__ = ["Registry", "load_plugins", "plugin_manager", "register_plugin", "registry", "unregister_plugin"]
+__all__ = ["Registry", "load_plugins", "loaded_registry", "plugin_manager", "register_plugin", "unregister_plugin"]
 
 ENTRY_POINT_GROUP: Final = "revzoo"
 
@@ -134,7 +134,7 @@ def _build(strict: str | None = None) -> Registry:
     return registry
 
 
-def registry() -> Registry:
+def loaded_registry() -> Registry:
     """Returns the registry, loading plugins and collecting their hooks on first use."""
     load_plugins()
     if _state.registry is None:

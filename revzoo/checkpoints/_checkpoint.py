@@ -12,14 +12,15 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ._io import SAFETENSORS_SUFFIX, atomic_write, check_output, progress_bar, read_foreign, require_file, tensor_items
-from ._registry import create, get_format, resolve
-from ._sequence import FORMS, get_form
+from .._version import LAYOUT_VERSION, __version__
+from ..engine import FORMS, get_form
+from ..errors import CheckpointError
+from ..registry import create, get_format, resolve
+from ._foreign import read_foreign, tensor_items
+from ._io import SAFETENSORS_SUFFIX, atomic_write, check_output, progress_bar, require_file
 from ._shards import is_index, open_tensors, stored_tensors, write_checkpoint
 from ._state import TensorSource, check_fit, fit_tensors, tied_groups
 from ._stream import write_stored
-from ._version import LAYOUT_VERSION, __version__
-from .errors import CheckpointError
 
 __all__ = ["convert", "export_checkpoint", "import_checkpoint", "load", "probe_forms", "read_metadata", "save"]
 

@@ -16,10 +16,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import CheckpointError
 from ._io import SAFETENSORS_SUFFIX, atomic_write, atomic_write_all, open_safetensors, require_file
 from ._state import TensorSource, name_listing
 from ._stream import StoredTensor, read_header, read_stored
-from .errors import CheckpointError
 
 __all__ = [
     "INDEX_SUFFIX",

@@ -10,9 +10,9 @@ from typing import Any
 
 from torch import nn
 
-from ._plugins import plugin_manager, plugin_version, registry
+from ..errors import ConfigError, UnknownFormatError, UnknownModelError
+from ._plugins import loaded_registry, plugin_manager, plugin_version
 from ._spec import ArchSpec, CheckpointFormat
-from .errors import ConfigError, UnknownFormatError, UnknownModelError
 
 __all__ = [
     "create",
@@ -46,7 +46,7 @@ def list_models(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str]
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
     excludes = [exclude] if isinstance(exclude, str) else list(exclude)
     names = set()
-    for spec in registry().architectures.values():
+    for spec in loaded_registry().architectures.values():
         names.add(spec.name)
         if "reversible" in spec.forms and len(spec.forms) > 1:
             names.add(spec.name + REV_SUFFIX)
@@ -66,7 +66,7 @@ def resolve(name: str) -> tuple[ArchSpec, str | None, str | None]:
     """Returns `(spec, form implied by the name or None, sub-name or None)` for a model name."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {type(name).__name__}")
-    architectures = registry().architectures
+    architectures = loaded_registry().architectures
     base, _, subname = name.partition("/")
     form = None
     if base not in architectures and base.endswith(REV_SUFFIX):
@@ -121,12 +121,12 @@ def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
 
 def list_formats() -> list[str]:
     """Returns the names of the registered foreign checkpoint formats, sorted."""
-    return sorted(registry().formats)
+    return sorted(loaded_registry().formats)
 
 
 def get_format(name: str) -> CheckpointFormat:
     """Returns the CheckpointFormat registered under `name`."""
-    formats = registry().formats
+    formats = loaded_registry().formats
     if name not in formats:
         raise unknown_name_error(name, formats, "checkpoint format", UnknownFormatError, "plugins")
     return formats[name]
@@ -134,7 +134,7 @@ def get_format(name: str) -> CheckpointFormat:
 
 def plugins_info() -> list[dict[str, Any]]:
     """Returns one record per plugin tried: name, version, hooks, models, formats, status, error."""
-    reg = registry()
+    reg = loaded_registry()
     records = []
     for name, plugin in plugin_manager.list_name_plugin():
         if plugin is None:

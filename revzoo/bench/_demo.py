@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from ._checkpoint import convert, load, save
+from ..checkpoints import convert, load, save
+from ..registry import create
 from ._measure import peak_in_subprocess
-from ._registry import create
 
 __all__ = ["run_demo"]
 
@@ -115,7 +115,9 @@ def run_demo(out_dir: str = "revzoo-demo", steps: int = STEPS, vae_steps: int = 
         loss = _train_step(model, text[pick], tokens[pick], optimizer)
     print(f"trained {steps} steps on {len(captions)} captioned shapes: final loss {loss.item():.3f}")
 
-    peaks = {form: peak_in_subprocess("revzoo._demo", ["--measure", form])["bytes"] for form in ("reversible", "sequential")}
+    peaks = {
+        form: peak_in_subprocess("revzoo.bench._demo", ["--measure", form])["bytes"] for form in ("reversible", "sequential")
+    }
     print(f"peak memory of one training step: reversible {peaks['reversible'] / 2**20:.1f} MiB, "
           f"sequential {peaks['sequential'] / 2**20:.1f} MiB (x{peaks['reversible'] / peaks['sequential']:.2f}; "
           "the gap grows with depth)")

@@ -1,0 +1,37 @@
+"""The engine: pairs of residual functions `(f, g)` run in the reversible or the sequential form.
+
+Couplings, stream layouts, argument routes, the two executions (`"invert"` and `"autograd"`)
+and `check_reversible`. Imports torch only: nothing from the rest of revzoo.
+"""
+
+from __future__ import annotations
+
+from ._check import BlockReport as BlockReport
+from ._check import ReversibilityReport as ReversibilityReport
+from ._check import check_reversible as check_reversible
+from ._layout import StreamLayout as StreamLayout
+from ._routes import RoutesArg as RoutesArg
+from ._sequence import EXECUTIONS as EXECUTIONS
+from ._sequence import FORMS as FORMS
+from ._sequence import Execution as Execution
+from ._sequence import Form as Form
+from ._sequence import ReversibleSequence as ReversibleSequence
+from ._sequence import get_form as get_form
+from ._sequence import set_execution as set_execution
+from ._sequence import set_form as set_form
+
+__all__ = [
+    "EXECUTIONS",
+    "FORMS",
+    "BlockReport",
+    "Execution",
+    "Form",
+    "ReversibilityReport",
+    "ReversibleSequence",
+    "RoutesArg",
+    "StreamLayout",
+    "check_reversible",
+    "get_form",
+    "set_execution",
+    "set_form",
+]

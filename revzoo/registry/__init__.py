@@ -1,0 +1,54 @@
+"""The registry: architectures, checkpoint formats and adapters that plugins register through pluggy.
+
+Hook specifications, the validated specs plugins register, the plugin manager that loads
+entry points one by one, and `create`/`list_models` over what they registered. May import
+the engine, never the checkpoints or the benchmark.
+"""
+
+from __future__ import annotations
+
+from ._adapt import from_timm as from_timm
+from ._adapt import get_adapter as get_adapter
+from ._adapt import to_timm as to_timm
+from ._adapt import unwrap as unwrap
+from ._adapt import wrap as wrap
+from ._plugins import loaded_registry as loaded_registry
+from ._plugins import register_plugin as register_plugin
+from ._plugins import unregister_plugin as unregister_plugin
+from ._registry import create as create
+from ._registry import default_form as default_form
+from ._registry import get_architecture as get_architecture
+from ._registry import get_format as get_format
+from ._registry import list_formats as list_formats
+from ._registry import list_models as list_models
+from ._registry import plugins_info as plugins_info
+from ._registry import resolve as resolve
+from ._spec import Adapter as Adapter
+from ._spec import ArchSpec as ArchSpec
+from ._spec import CheckpointFormat as CheckpointFormat
+from ._spec import ImportedCheckpoint as ImportedCheckpoint
+from .hookspecs import hookimpl as hookimpl
+
+__all__ = [
+    "Adapter",
+    "ArchSpec",
+    "CheckpointFormat",
+    "ImportedCheckpoint",
+    "create",
+    "default_form",
+    "from_timm",
+    "get_adapter",
+    "get_architecture",
+    "get_format",
+    "hookimpl",
+    "list_formats",
+    "list_models",
+    "loaded_registry",
+    "plugins_info",
+    "register_plugin",
+    "resolve",
+    "to_timm",
+    "unregister_plugin",
+    "unwrap",
+    "wrap",
+]
