@@ -19,7 +19,9 @@ from .engine import BlockReport as BlockReport
 from .engine import ReversibilityReport as ReversibilityReport
 from .engine import ReversibleSequence as ReversibleSequence
 from .engine import StreamLayout as StreamLayout
+from .engine import ZooModel as ZooModel
 from .engine import check_reversible as check_reversible
+from .engine import get_execution as get_execution
 from .engine import get_form as get_form
 from .engine import set_execution as set_execution
 from .engine import set_form as set_form
@@ -65,6 +67,7 @@ __all__ = [
     "UnknownAdapterError",
     "UnknownFormatError",
     "UnknownModelError",
+    "ZooModel",
     "__version__",
     "check_reversible",
     "convert",
@@ -73,6 +76,7 @@ __all__ = [
     "from_timm",
     "get_adapter",
     "get_architecture",
+    "get_execution",
     "get_form",
     "get_format",
     "hookimpl",

@@ -44,7 +44,7 @@ def assert_same_grads(reference, candidate, names, atol: float = 1e-10) -> None:
         torch.testing.assert_close(got, want, atol=atol, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
 
 
-class TinyModel(nn.Module):
+class TinyModel(revzoo.ZooModel):
     def __init__(self, dim: int, depth: int, form: str) -> None:
         super().__init__()
         self.stack = revzoo.ReversibleSequence(pairs(depth, dim), form=form)

@@ -17,7 +17,7 @@ from helpers import pairs, tiny_spec
 from revzoo.cli import main
 
 
-class TiedModel(nn.Module):
+class TiedModel(revzoo.ZooModel):
     """Embedding and output projection share one weight, as DALL-E's shared embeddings do."""
 
     def __init__(self, *, form: str, vocab: int, dim: int) -> None:

@@ -1,13 +1,14 @@
-"""Image generation for `Dalle`: top-k filtering, Gumbel sampling, classifier-free guidance, a key/value cache."""
+"""Image generation for `Dalle`: top-k filtering, Gumbel sampling, classifier-free guidance, a key/value cache.
+
+Bound as `Dalle.generate_images`; takes the model as a plain module so that model.py alone imports this file.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from .model import Dalle
+from torch import nn
 
 __all__ = ["generate_images", "gumbel_sample", "top_k_filter"]
 
@@ -26,7 +27,7 @@ def gumbel_sample(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
     return ((logits / temperature) + gumbel).argmax(dim=-1)
 
 
-def _guided_logits(model: Dalle, text: torch.Tensor, image: torch.Tensor, cond_scale: float, cache: Any) -> torch.Tensor:
+def _guided_logits(model: nn.Module, text: torch.Tensor, image: torch.Tensor, cond_scale: float, cache: Any) -> torch.Tensor:
     """Logits of the last position; with cond_scale != 1, conditional and text-dropped rows run as one batch."""
     if cond_scale == 1:
         return model(text, image, cache=cache)[:, -1]
@@ -39,7 +40,7 @@ def _guided_logits(model: Dalle, text: torch.Tensor, image: torch.Tensor, cond_s
 
 @torch.no_grad()
 def generate_images(
-    model: Dalle,
+    model: nn.Module,
     text: torch.Tensor,
     *,
     filter_thres: float = 0.5,

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import revzoo
+
 from .generate import generate_images
 from .transformer import DalleTransformer
 from .vae import DiscreteVAE
@@ -30,7 +32,7 @@ class AxialPositionalEmbedding(nn.Module):
         return grid.flatten(0, 1)[:length]
 
 
-class Dalle(nn.Module):
+class Dalle(revzoo.ZooModel):
     """Text-to-image transformer: `<bos>`, text tokens, then image tokens, with one shared logit space.
 
     Text ids 0 are padding: each text position gets its own padding id after the

@@ -22,7 +22,7 @@ class ConvBranch(nn.Module):
         return out if mask is None else out * mask.unsqueeze(-1)
 
 
-class Conv1dNet(nn.Module):
+class Conv1dNet(revzoo.ZooModel):
     """Token embedding, a stack of (conv, conv) blocks, and a per-position classifier."""
 
     def __init__(self, *, form: str, vocab: int, dim: int, depth: int, kernel_size: int, classes: int) -> None:

@@ -9,9 +9,9 @@ import torch
 
 import revzoo
 
-from .builder import DEFAULTS, build_lie_transformer
+from .checkpoint import read_lie_transformer_pytorch
+from .config import DEFAULTS, build_lie_transformer
 from .groups import SE3, SO3, T3, group_from_name
-from .importer import read_lie_transformer_pytorch
 from .model import ROUTES, STREAM_LAYOUT, LieTransformer
 
 __all__ = [

@@ -15,7 +15,7 @@ from torch import nn
 
 import revzoo
 
-from .attention import AttentionBranch, FeedForward, LieSelfAttention
+from .branches import AttentionBranch, FeedForward, LieSelfAttention
 from .groups import group_from_name
 from .neighbourhood import Neighbourhood, find_neighbourhood
 from .rotations import random_rotations
@@ -24,7 +24,7 @@ STREAM_LAYOUT = revzoo.StreamLayout(stream="values", fields=("coords", "values",
 ROUTES = {"coords": "f", "mask": "f", "edges": "f", "neighbour_index": "f", "neighbour_mask": "f"}
 
 
-class LieTransformer(nn.Module):
+class LieTransformer(revzoo.ZooModel):
     """Group-equivariant transformer over lifted point clouds (interface of lie-transformer-pytorch 0.0.17).
 
     Args:

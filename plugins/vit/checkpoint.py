@@ -4,6 +4,17 @@ A timm state dict holds only tensors, not the architecture, so reading needs the
 model name (`model=`, the CLI's `--model`). The class count and depth are read from the
 tensors; other timm kwargs may be given as options. timm's own `checkpoint_filter_fn`
 then adapts the layouts timm knows (OpenAI CLIP, DINOv2, position-embedding resampling).
+
+Keys map 1:1:
+
+    timm                          revzoo (RevViT)
+    blocks.{i}.norm1.*            blocks.blocks.{i}.f.norm1.*
+    blocks.{i}.attn.*             blocks.blocks.{i}.f.attn.*
+    blocks.{i}.ls1.*              blocks.blocks.{i}.f.ls1.*
+    blocks.{i}.norm2.*            blocks.blocks.{i}.g.norm2.*
+    blocks.{i}.mlp.*              blocks.blocks.{i}.g.mlp.*
+    blocks.{i}.ls2.*              blocks.blocks.{i}.g.ls2.*
+    anything else                 unchanged (patch_embed.*, cls_token, pos_embed, norm.*, head.*, ...)
 """
 
 from __future__ import annotations
@@ -20,14 +31,36 @@ from torch import nn
 
 import revzoo
 
-from .factory import create_timm_vit
-from .keys import revzoo_key_to_timm, timm_key_to_revzoo
-from .model import RevViT
+from .branches import ATTENTION_PARTS, MLP_PARTS
+from .config import create_timm_vit
+from .model import STACK_PREFIX, RevViT
 
-__all__ = ["read_timm", "write_timm"]
+__all__ = ["read_timm", "revzoo_key_to_timm", "timm_key_to_revzoo", "write_timm"]
 
 _WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")  # training checkpoints nest the weights
 _BLOCK_INDEX = re.compile(r"^blocks\.(\d+)\.")
+_PARTS = "|".join(ATTENTION_PARTS + MLP_PARTS)
+_TIMM_BLOCK_KEY = re.compile(rf"^blocks\.(\d+)\.({_PARTS})\.(.+)$")
+_REVZOO_BLOCK_KEY = re.compile(rf"^{re.escape(STACK_PREFIX)}(\d+)\.[fg]\.({_PARTS})\.(.+)$")
+
+
+def timm_key_to_revzoo(key: str) -> str:
+    """Returns RevViT's name for timm's state-dict key `key`."""
+    match = _TIMM_BLOCK_KEY.match(key)
+    if match is None:
+        return key
+    index, part, rest = match.groups()
+    branch = "f" if part in ATTENTION_PARTS else "g"
+    return f"{STACK_PREFIX}{index}.{branch}.{part}.{rest}"
+
+
+def revzoo_key_to_timm(key: str) -> str:
+    """Returns timm's name for RevViT's state-dict key `key`."""
+    match = _REVZOO_BLOCK_KEY.match(key)
+    if match is None:
+        return key
+    index, part, rest = match.groups()
+    return f"blocks.{index}.{part}.{rest}"
 
 
 def _listing(keys: list[str]) -> str:

@@ -53,7 +53,7 @@ def check_supported_vit(vit: nn.Module) -> None:
             )
 
 
-class RevViT(nn.Module):
+class RevViT(revzoo.ZooModel):
     """A timm VisionTransformer run by a revzoo.ReversibleSequence, with timm's interface.
 
     Args:

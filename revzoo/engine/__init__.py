@@ -10,12 +10,14 @@ from ._check import BlockReport as BlockReport
 from ._check import ReversibilityReport as ReversibilityReport
 from ._check import check_reversible as check_reversible
 from ._layout import StreamLayout as StreamLayout
+from ._model import ZooModel as ZooModel
 from ._routes import RoutesArg as RoutesArg
 from ._sequence import EXECUTIONS as EXECUTIONS
 from ._sequence import FORMS as FORMS
 from ._sequence import Execution as Execution
 from ._sequence import Form as Form
 from ._sequence import ReversibleSequence as ReversibleSequence
+from ._sequence import get_execution as get_execution
 from ._sequence import get_form as get_form
 from ._sequence import set_execution as set_execution
 from ._sequence import set_form as set_form
@@ -30,7 +32,9 @@ __all__ = [
     "ReversibleSequence",
     "RoutesArg",
     "StreamLayout",
+    "ZooModel",
     "check_reversible",
+    "get_execution",
     "get_form",
     "set_execution",
     "set_form",

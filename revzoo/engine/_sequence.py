@@ -12,7 +12,7 @@ from ._coupling import CouplingRun, add_residual, run_invert
 from ._layout import StreamLayout
 from ._routes import RoutesArg, RouteTable
 
-__all__ = ["Execution", "Form", "ReversibleSequence", "get_form", "set_execution", "set_form"]
+__all__ = ["Execution", "Form", "ReversibleSequence", "get_execution", "get_form", "set_execution", "set_form"]
 
 Form = Literal["reversible", "sequential"]
 Execution = Literal["invert", "autograd"]
@@ -145,6 +145,7 @@ def _stacks(model: nn.Module) -> list[ReversibleSequence]:
 
 def set_form(model: nn.Module, form: Form) -> nn.Module:
     """Sets the form of every ReversibleSequence inside `model`; returns `model`."""
+    _choice(form, FORMS, "form")  # before any stack changes
     for stack in _stacks(model):
         stack.form = form
     return model
@@ -152,14 +153,24 @@ def set_form(model: nn.Module, form: Form) -> nn.Module:
 
 def set_execution(model: nn.Module, execution: Execution) -> nn.Module:
     """Sets the execution of every ReversibleSequence inside `model`; returns `model`."""
+    _choice(execution, EXECUTIONS, "execution")
     for stack in _stacks(model):
         stack.execution = execution
     return model
 
 
+def _shared(model: nn.Module, what: str) -> str:
+    values = {getattr(stack, what) for stack in _stacks(model)}
+    if len(values) != 1:
+        raise ValueError(f"{type(model).__name__} mixes {what}s {sorted(values)}; set one with revzoo.set_{what}")
+    return values.pop()
+
+
 def get_form(model: nn.Module) -> str:
     """Returns the form shared by every ReversibleSequence inside `model`."""
-    forms = {stack.form for stack in _stacks(model)}
-    if len(forms) != 1:
-        raise ValueError(f"{type(model).__name__} mixes forms {sorted(forms)}; set one with revzoo.set_form")
-    return forms.pop()
+    return _shared(model, "form")
+
+
+def get_execution(model: nn.Module) -> str:
+    """Returns the execution shared by every ReversibleSequence inside `model`."""
+    return _shared(model, "execution")

@@ -10,7 +10,8 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import ConfigError, UnknownFormatError, UnknownModelError
+from ..engine import ZooModel
+from ..errors import ConfigError, PluginError, UnknownFormatError, UnknownModelError
 from ._plugins import loaded_registry, plugin_manager, plugin_version
 from ._spec import ArchSpec, CheckpointFormat
 
@@ -114,6 +115,12 @@ def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
         )
     config = {**spec.defaults, **overrides}
     model = spec.builder(form=form, **config)
+    if not isinstance(model, ZooModel):
+        owner = loaded_registry().owners.get(f"arch:{spec.name}", "?")
+        raise PluginError(
+            f"plugin {owner!r}: the builder of {spec.name!r} returned a {type(model).__name__}, not a revzoo.ZooModel; "
+            "derive the model class from revzoo.ZooModel so that model.form and model.execution work"
+        )
     model.revzoo_architecture = spec.name
     model.revzoo_config = config
     return model

@@ -19,7 +19,7 @@ import torch
 
 import revzoo
 
-from .builder import DEFAULTS
+from .config import DEFAULTS
 
 UPSTREAM_PAIR_DIM = 6  # lie-transformer-pytorch only implements SE(3)
 OPTIONS = ("heads", "liftsamples", "nbhd", "fill", "mean")

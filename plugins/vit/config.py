@@ -1,4 +1,4 @@
-"""Builds plain timm ViTs for the adapter, with clear errors for names and kwargs it cannot take."""
+"""The vit configs: the named variants, and RevViTs and plain timm ViTs built from timm names and kwargs."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from timm.models.vision_transformer import VisionTransformer
 
 import revzoo
 
-from .model import check_supported_vit
+from .model import RevViT, check_supported_vit
 
-__all__ = ["create_timm_vit"]
+__all__ = ["VARIANTS", "build_timm_vit", "create_timm_vit", "variant_defaults"]
 
 # timm modules whose entry points build plain VisionTransformers (hybrids swap only the patch embedding; DeiT's
 # distilled models are a subclass, refused after building).
@@ -62,3 +62,41 @@ def create_timm_vit(model_name: str, kwargs: dict[str, Any]) -> VisionTransforme
         raise revzoo.ConfigError(f"timm rejected {model_name!r} with {timm_kwargs}: {err}") from err
     check_supported_vit(vit)
     return vit
+
+# name -> (timm model, embed_dim, num_heads, description); all patch 16 at 224 pixels, depth 12.
+VARIANTS = {
+    "vit-tiny": ("vit_tiny_patch16_224", 192, 3, "ViT-Ti/16 (5.7M params): timm's vit_tiny_patch16_224"),
+    "vit-small": ("vit_small_patch16_224", 384, 6, "ViT-S/16 (22M params): timm's vit_small_patch16_224"),
+    "vit-base": ("vit_base_patch16_224", 768, 12, "ViT-B/16 (86M params): timm's vit_base_patch16_224"),
+}
+
+
+def variant_defaults(embed_dim: int, num_heads: int) -> dict[str, Any]:
+    return {
+        "img_size": 224,
+        "patch_size": 16,
+        "in_chans": 3,
+        "num_classes": 1000,
+        "global_pool": "token",
+        "embed_dim": embed_dim,
+        "depth": 12,
+        "num_heads": num_heads,
+        "mlp_ratio": 4.0,
+        "class_token": True,
+        "reg_tokens": 0,
+        "drop_rate": 0.0,
+        "pos_drop_rate": 0.0,
+        "patch_drop_rate": 0.0,
+        "proj_drop_rate": 0.0,
+        "attn_drop_rate": 0.0,
+        "drop_path_rate": 0.0,
+    }
+
+
+def build_timm_vit(*, form: str, model_name: str | None = None, **timm_kwargs: Any) -> RevViT:
+    """Returns a RevViT of `timm.create_model(model_name, pretrained=False, **timm_kwargs)` in `form`."""
+    if model_name is None:
+        raise revzoo.ConfigError(
+            "the timm architecture needs a timm model name: revzoo.create('timm/vit_small_patch16_224')"
+        )
+    return RevViT(create_timm_vit(model_name, timm_kwargs), form=form)
