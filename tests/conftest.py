@@ -37,6 +37,15 @@ def no_plugin_autoload(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
+def builtin_plugins(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Loads the built-in plugins (dalle, lie, vit) from their entry points; returns every model name."""
+    monkeypatch.setenv("REVZOO_LOAD_PLUGINS", "dalle,lie,vit")
+    names = revzoo.list_models()
+    assert {"dalle-rev", "lie-transformer-rev", "vit-small-rev", "timm"} <= set(names)
+    return names
+
+
+@pytest.fixture
 def register_plugin() -> Iterator[Callable[..., str]]:
     """Returns `register(obj, name)`; everything it registered is unregistered after the test."""
     names: list[str] = []

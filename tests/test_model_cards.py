@@ -50,14 +50,6 @@ def architecture_section(generated: str, name: str) -> str:
     return match.group(0)
 
 
-@pytest.fixture
-def builtin_plugins(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    monkeypatch.setenv("REVZOO_LOAD_PLUGINS", "dalle,lie,vit")
-    names = revzoo.list_models()
-    assert {"dalle-rev", "lie-transformer-rev", "vit-small-rev", "timm"} <= set(names)
-    return names
-
-
 def test_every_registered_model_has_a_card_with_the_fields(builtin_plugins: list[str]) -> None:
     for name in builtin_plugins:
         spec = revzoo.get_architecture(name)

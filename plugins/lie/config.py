@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "dim_out": None,
     "nbhd": 128,
     "mean": True,
-    "liftsamples": 4,
+    "liftsamples": None,  # the group's: 4 (upstream's default), or 1 for T3, whose stabiliser is trivial
     "fill": 0.25,
     "group": "SE3",
     "ff_mult": 4,
@@ -44,9 +44,9 @@ def validate_config(config: dict[str, Any]) -> None:
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
         raise revzoo.ConfigError(f"unknown lie-transformer option(s) {unknown}; valid: {', '.join(DEFAULTS)}")
-    for name in ("dim", "heads", "dim_head", "depth", "nbhd", "liftsamples", "ff_mult"):
+    for name in ("dim", "heads", "dim_head", "depth", "nbhd", "ff_mult"):
         _positive_int(config, name)
-    for name in ("num_tokens", "num_edge_types", "edge_dim", "dim_out"):
+    for name in ("num_tokens", "num_edge_types", "edge_dim", "dim_out", "liftsamples"):
         _positive_int(config, name, optional=True)
     if config["num_edge_types"] is not None and config["edge_dim"] is None:
         raise revzoo.ConfigError(
@@ -59,7 +59,7 @@ def validate_config(config: dict[str, Any]) -> None:
         raise revzoo.ConfigError(f"mean must be True (mean pooling) or False (sum pooling), got {config['mean']!r}")
     if config["group"] not in GROUP_NAMES:
         raise revzoo.ConfigError(f"unknown group {config['group']!r}; valid: {', '.join(GROUP_NAMES)}")
-    if config["group"] == "T3" and config["liftsamples"] != 1:
+    if config["group"] == "T3" and config["liftsamples"] not in (None, 1):
         raise revzoo.ConfigError(
             f"group 'T3' has a trivial stabiliser, so liftsamples must be 1, got {config['liftsamples']!r}"
         )
@@ -71,4 +71,6 @@ def build_lie_transformer(*, form: str = "reversible", **config: Any) -> LieTran
         raise revzoo.ConfigError(f"unknown form {form!r}; valid: {', '.join(FORMS)}")
     config = {**DEFAULTS, **config}
     validate_config(config)
+    if config["liftsamples"] is None:
+        config["liftsamples"] = 1 if config["group"] == "T3" else 4
     return LieTransformer(form=form, **config)
