@@ -16,6 +16,7 @@ from .checkpoints import read_foreign as read_foreign
 from .checkpoints import read_metadata as read_metadata
 from .checkpoints import save as save
 from .engine import BlockReport as BlockReport
+from .engine import Coupling as Coupling
 from .engine import ReversibilityReport as ReversibilityReport
 from .engine import ReversibleSequence as ReversibleSequence
 from .engine import StreamLayout as StreamLayout
@@ -58,6 +59,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointFormat",
     "ConfigError",
+    "Coupling",
     "ImportedCheckpoint",
     "PluginError",
     "ReversibilityReport",

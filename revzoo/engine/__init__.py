@@ -6,6 +6,7 @@ and `check_reversible`. Imports torch only: nothing from the rest of revzoo.
 
 from __future__ import annotations
 
+from ._arith import Coupling as Coupling
 from ._check import BlockReport as BlockReport
 from ._check import ReversibilityReport as ReversibilityReport
 from ._check import check_reversible as check_reversible
@@ -26,6 +27,7 @@ __all__ = [
     "EXECUTIONS",
     "FORMS",
     "BlockReport",
+    "Coupling",
     "Execution",
     "Form",
     "ReversibilityReport",

@@ -23,6 +23,7 @@ class BlockReport:
     reconstruction_abs: float
     reconstruction_rel: float
     grad_diff: float
+    bitwise: bool = False  # every reconstructed input equal to the forward's, bit for bit
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,16 @@ class ReversibilityReport:
     def max_reconstruction_error(self) -> float:
         return max((b.reconstruction_abs for b in self.blocks), default=0.0)
 
+    @property
+    def bitwise(self) -> bool:
+        """Was every block's input reconstructed bit for bit?"""
+        return all(b.bitwise for b in self.blocks)
+
     def __str__(self) -> str:
-        header = f"{'stack':<24} {'block':>5} {'recon abs':>10} {'recon rel':>10} {'grad diff':>10}"
+        header = f"{'stack':<24} {'block':>5} {'recon abs':>10} {'recon rel':>10} {'bitwise':>7} {'grad diff':>10}"
         rows = [
             f"{b.stack or '<root>':<24} {b.block:>5} {b.reconstruction_abs:>10.2e} "
-            f"{b.reconstruction_rel:>10.2e} {b.grad_diff:>10.2e}"
+            f"{b.reconstruction_rel:>10.2e} {'yes' if b.bitwise else 'no':>7} {b.grad_diff:>10.2e}"
             for b in self.blocks
         ]
         footer = f"max gradient difference (inputs and all parameters): {self.max_grad_diff:.2e}"
@@ -113,6 +119,7 @@ def check_reversible(model_or_stack: nn.Module, *inputs: Any, seed: int = 0, **k
     for name, stack in stacks.items():
         for index, block in enumerate(stack.blocks):
             recon_abs = recon_rel = 0.0
+            bitwise = True
             for trace in traces[name]:
                 if index not in trace["reconstructed"]:
                     continue
@@ -120,6 +127,7 @@ def check_reversible(model_or_stack: nn.Module, *inputs: Any, seed: int = 0, **k
                     error = (original - rebuilt).abs().max().item()
                     recon_abs = max(recon_abs, error)
                     recon_rel = max(recon_rel, error / max(original.abs().max().item(), 1e-30))
+                    bitwise = bitwise and torch.equal(original, rebuilt)
             grad_diff = max((diffs[id(p)] for p in block.parameters() if id(p) in diffs), default=0.0)
-            blocks.append(BlockReport(name, index, recon_abs, recon_rel, grad_diff))
+            blocks.append(BlockReport(name, index, recon_abs, recon_rel, grad_diff, bitwise))
     return ReversibilityReport(blocks, max(diffs.values(), default=0.0))

@@ -3,8 +3,9 @@
 Each block is one Function. Its forward runs without building a graph and keeps nothing
 but the call's RNG and autocast state; only the last block keeps its two outputs. In
 backward the blocks run in reverse, each reading its outputs from the shared run,
-recomputing its inputs from them (`x2 = y2 - g(y1)`, `x1 = y1 - f(x2)`) under the state
-its forward ran under, and leaving those inputs for the block before it.
+recomputing its inputs from them (`x2 = (y2 - g(y1)) / β`, `x1 = (y1 - f(x2)) / λ`) under the
+state its forward ran under, and leaving those inputs for the block before it. How a branch output
+joins a stream and leaves it again is the run's arithmetic (`_arith`: floats, or exact fixed point).
 
 Every tensor that gradients must reach (the streams, context and routed keyword tensors,
 the block's parameters) is an input of the block's Function and receives its gradient as
@@ -27,10 +28,26 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ._arith import ExactArithmetic, FloatArithmetic
 from ._callstate import CallState
 from ._routes import RouteTable
 
-__all__ = ["CouplingRun", "add_residual", "run_invert"]
+__all__ = ["CouplingRun", "WholeBlock", "checked_output", "run_invert"]
+
+
+class WholeBlock(nn.Module):
+    """A block's two branches as one residual function, `x + f(x)` then `+ g(...)`: the `F` of a block that
+    couples with an adapter (preserving conversion). Keyword arguments arrive prefixed `f.` or `g.`."""
+
+    def __init__(self, f: nn.Module, g: nn.Module) -> None:
+        super().__init__()
+        self.f, self.g = f, g
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        f_kwargs = {name[2:]: value for name, value in kwargs.items() if name.startswith("f.")}
+        g_kwargs = {name[2:]: value for name, value in kwargs.items() if name.startswith("g.")}
+        x = x + self.f(x, **f_kwargs)
+        return x + self.g(x, **g_kwargs)
 
 
 @dataclass
@@ -41,8 +58,12 @@ class CouplingRun:
     routes: RouteTable
     kwargs: Mapping[str, Any]
     context: Mapping[str, Any]
+    arith: FloatArithmetic | ExactArithmetic
+    swap: bool = False
+    whole_blocks: bool = False  # blocks are (WholeBlock, adapter): F's kwargs are f's and g's, prefixed
     trace: dict | None = None  # check_reversible's: {"inputs": [(x1, x2)], "reconstructed": {index: (x1, x2)}}
     states: list[tuple[CallState, CallState]] = field(default_factory=list)
+    sides: list[tuple[torch.Tensor | None, torch.Tensor | None]] = field(default_factory=list)  # exact scaling's bits
     streams: tuple[torch.Tensor, torch.Tensor] | None = None  # outputs of the block whose backward runs next
     backward_started: bool = False
 
@@ -63,7 +84,10 @@ class CouplingRun:
         context, kwargs = dict(self.context), dict(self.kwargs)
         for (source, name), value in (replaced or {}).items():
             (context if source == "context" else kwargs)[name] = value
-        return self.routes.split(index, kwargs, context)
+        f_kwargs, g_kwargs = self.routes.split(index, kwargs, context)
+        if self.whole_blocks:
+            return {**{f"f.{k}": v for k, v in f_kwargs.items()}, **{f"g.{k}": v for k, v in g_kwargs.items()}}, {}
+        return f_kwargs, g_kwargs
 
     def block_parameters(self, index: int) -> list[nn.Parameter]:
         """Returns the parameters of block `index` whose gradients the block's Function returns.
@@ -81,8 +105,8 @@ def _is_fsdp(module: nn.Module) -> bool:
     return fsdp is not None and isinstance(module, fsdp.FSDPModule)
 
 
-def add_residual(stream: torch.Tensor, output: Any, index: int, branch: str) -> torch.Tensor:
-    """Returns `stream + output`, refusing an output whose shape differs: broadcasting would silently
+def checked_output(stream: torch.Tensor, output: Any, index: int, branch: str) -> torch.Tensor:
+    """Returns `output`, refusing one whose shape differs from the stream's: broadcasting would silently
     change the stream's shape (and make the block impossible to invert)."""
     if not isinstance(output, torch.Tensor) or output.shape != stream.shape:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
@@ -90,12 +114,12 @@ def add_residual(stream: torch.Tensor, output: Any, index: int, branch: str) -> 
             f"block {index}'s {branch} returned {shape} for a stream of shape {tuple(stream.shape)}; "
             "residual branches must return a tensor of the stream's shape"
         )
-    return stream + output
+    return output
 
 
-def _grads(output: torch.Tensor, targets: list[torch.Tensor], grad_output: torch.Tensor) -> list[torch.Tensor | None]:
+def _grads(output: torch.Tensor, targets: list[torch.Tensor], grad_output: torch.Tensor | None) -> list[torch.Tensor | None]:
     wanted = [t for t in targets if t.requires_grad]
-    if not output.requires_grad or not wanted:
+    if grad_output is None or not output.requires_grad or not wanted:
         return [None] * len(targets)
     found = iter(torch.autograd.grad(output, wanted, grad_output, allow_unused=True))
     return [next(found) if t.requires_grad else None for t in targets]
@@ -111,22 +135,27 @@ class _BlockFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, run: CouplingRun, index: int, num_slots: int, x1: torch.Tensor, x2: torch.Tensor, *tensors):
         f, g = run.blocks[index]
+        arith = run.arith
         f_kwargs, g_kwargs = run.branch_kwargs(index)
         if run.trace is not None:
             run.trace["inputs"].append((x1.clone(), x2.clone()))
         f_state = CallState.capture(x2)
-        y1 = add_residual(x1, f(x2, **f_kwargs), index, "f")
+        y1 = arith.combine(index, 0, x1, checked_output(x1, f(arith.branch_input(x2), **f_kwargs), index, "f"))
         g_state = CallState.capture(y1)
-        y2 = add_residual(x2, g(y1, **g_kwargs), index, "g")
+        y2 = arith.combine(index, 1, x2, checked_output(x2, g(arith.branch_input(y1), **g_kwargs), index, "g"))
         run.states.append((f_state, g_state))
+        run.sides.append((arith.side_bits(0, x1), arith.side_bits(1, x2)))
         ctx.run, ctx.index, ctx.num_slots = run, index, num_slots
         ctx.is_last = index == len(run.blocks) - 1
         ctx.save_for_backward(*tensors[:num_slots], *((y1, y2) if ctx.is_last else ()))
+        # An output nothing uses (the last g under output="f") gets None, not zeros, so its branch's
+        # parameters keep .grad None, as under autograd (optimizers skip them instead of decaying them).
+        ctx.set_materialize_grads(False)
         return y1, y2
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_y1: torch.Tensor, grad_y2: torch.Tensor):
+    def backward(ctx, grad_y1: torch.Tensor | None, grad_y2: torch.Tensor | None):
         run: CouplingRun = ctx.run
         saved = ctx.saved_tensors
         if ctx.is_last:
@@ -147,25 +176,29 @@ class _BlockFunction(torch.autograd.Function):
         wanted += [p for p, need in zip(params, param_needs) if need]
         totals: dict[int, torch.Tensor | None] = {}
 
-        def undo(branch: nn.Module, state: CallState, kwargs: dict, known: torch.Tensor, result: torch.Tensor, grad):
-            """Given `result = other + branch(known)`, returns `other` and the gradient reaching `known`.
+        arith = run.arith
+
+        def undo(which: int, state: CallState, kwargs: dict, known: torch.Tensor, result: torch.Tensor, grad):
+            """Given `result = scale·other + branch(known)`, returns `other` and the gradient reaching `known`.
 
             Gradients reaching the branch's parameters and routed tensors are added to `totals`.
             """
+            branch = run.blocks[index][which]
             with state.restore():
                 known = known.requires_grad_()
-                output = branch(known, **kwargs)
+                output = branch(arith.branch_input(known), **kwargs)
             if _is_fsdp(branch):
                 # FSDP2 reduce-scatters from hooks on its unsharded parameters' accumulation, so
                 # this branch is differentiated by accumulation; `known` and the routed leaves are
                 # fresh leaves of this backward, so their .grad holds exactly this branch's share.
                 slots = [v for v in kwargs.values() if isinstance(v, torch.Tensor) and v.requires_grad]
-                torch.autograd.backward(output, grad)
+                if grad is not None:
+                    torch.autograd.backward(output, grad)
                 for leaf in slots:
                     totals[id(leaf)] = _add(totals.get(id(leaf)), leaf.grad)
                     leaf.grad = None
                 with torch.no_grad():
-                    return result - output, known.grad
+                    return arith.separate(which, result, output, side[which]), known.grad
             used = {id(v) for v in kwargs.values() if isinstance(v, torch.Tensor)}
             used |= {id(p) for p in branch.parameters()}
             targets = [t for t in wanted if id(t) in used]
@@ -173,20 +206,21 @@ class _BlockFunction(torch.autograd.Function):
             for target, target_grad in zip(targets, rest):
                 totals[id(target)] = _add(totals.get(id(target)), target_grad)
             with torch.no_grad():
-                return result - output, grad_known
+                return arith.separate(which, result, output, side[which]), grad_known
 
-        f, g = run.blocks[index]
         f_state, g_state = run.states[index]
+        side = run.sides[index]
         y1, y2 = run.streams
-        x2, grad_y1_through_g = undo(g, g_state, g_kwargs, y1, y2, grad_y2)
+        x2, grad_y1_through_g = undo(1, g_state, g_kwargs, y1, y2, grad_y2)
         grad_y1 = _add(grad_y1, grad_y1_through_g)
-        x1, grad_x2_through_f = undo(f, f_state, f_kwargs, x2, y1, grad_y1)
-        grad_x2 = _add(grad_y2, grad_x2_through_f)
-        run.streams = (x1.detach(), x2.detach())
+        x1, grad_x2_through_f = undo(0, f_state, f_kwargs, x2, y1, grad_y1)
+        grad_x2 = _add(arith.grad_through_scale(1, grad_y2), grad_x2_through_f)
+        grad_x1 = arith.grad_through_scale(0, grad_y1)
+        run.streams = (x2.detach(), x1.detach()) if run.swap else (x1.detach(), x2.detach())
         if run.trace is not None:
             run.trace["reconstructed"][index] = (x1.detach().clone(), x2.detach().clone())
         return (
-            None, None, None, grad_y1, grad_x2,
+            None, None, None, grad_x1, grad_x2,
             *(totals.get(id(leaf)) for leaf in leaves),
             *(totals.get(id(p)) for p in params),
         )
@@ -203,12 +237,15 @@ def _refuse_sharded(params: list[nn.Parameter]) -> None:
         )
 
 
-def run_invert(run: CouplingRun, stream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns the two output streams of `run`, differentiable by inversion."""
+def run_invert(run: CouplingRun, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns the two output streams of `run` (swapped after the last block if the coupling swaps),
+    differentiable by inversion. The input streams are already in the run's arithmetic (`arith.enter`)."""
     slot_values = run.slot_values()
-    y1 = y2 = stream
+    y1, y2 = x1, x2
     for index in range(len(run.blocks)):
         params = run.block_parameters(index)
         _refuse_sharded(params)
         y1, y2 = _BlockFunction.apply(run, index, len(slot_values), y1, y2, *slot_values, *params)
+        if run.swap:
+            y1, y2 = y2, y1
     return y1, y2

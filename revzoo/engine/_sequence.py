@@ -8,7 +8,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._coupling import CouplingRun, add_residual, run_invert
+from ._arith import Coupling, arithmetic_for
+from ._coupling import CouplingRun, WholeBlock, checked_output, run_invert
 from ._layout import StreamLayout
 from ._routes import RoutesArg, RouteTable
 
@@ -21,12 +22,16 @@ EXECUTIONS: tuple[str, ...] = ("invert", "autograd")
 
 
 class Block(nn.Module):
-    """One `(f, g)` pair; exists so that both forms keep the keys `blocks.{i}.f` and `blocks.{i}.g`."""
+    """One `(f, g)` pair; exists so that both forms keep the keys `blocks.{i}.f` and `blocks.{i}.g`.
+
+    A block may also hold an `adapter` (see `ReversibleSequence.set_adapters`).
+    """
 
     def __init__(self, f: nn.Module, g: nn.Module) -> None:
         super().__init__()
         self.f = f
         self.g = g
+        self.adapter: nn.Module | None = None
 
 
 def _choice(value: str, valid: tuple[str, ...], what: str) -> str:
@@ -47,6 +52,10 @@ class ReversibleSequence(nn.Module):
     Sequential form: `x = x + f(x); x = x + g(x)` with the same parameters: a different
     function, as `reversible=False` is in DALLE-pytorch.
 
+    `coupling` generalises the reversible form (scales λ, β, a stream swap, the output: see
+    `Coupling`); `exact=True` computes it in fixed point, so that inversion reconstructs every
+    block's inputs bitwise, whatever the depth and scales (both executions compute that function).
+
     Args:
         blocks: the `(f, g)` module pairs; a module may appear in several blocks.
         routes: which keyword arguments of a call reach `f`, `g` or both: one mapping for
@@ -54,6 +63,8 @@ class ReversibleSequence(nn.Module):
         layout: which element of tuple/dict data is the stream; None for a single tensor.
         form: "reversible" or "sequential".
         execution: "invert" or "autograd".
+        coupling: scales, swap and output of the reversible form; None for the plain coupling.
+        exact: run the reversible form in exact fixed-point arithmetic (scales must be powers of two).
 
     Example:
         >>> stack = ReversibleSequence([(nn.Linear(8, 8), nn.Linear(8, 8))])
@@ -68,6 +79,8 @@ class ReversibleSequence(nn.Module):
         layout: StreamLayout | None = None,
         form: Form = "reversible",
         execution: Execution = "invert",
+        coupling: Coupling | None = None,
+        exact: bool = False,
     ) -> None:
         super().__init__()
         pairs = list(blocks)
@@ -81,6 +94,9 @@ class ReversibleSequence(nn.Module):
         self.layout = layout
         self.form = form
         self.execution = execution
+        self._coupling = Coupling()
+        self._exact = False
+        self.set_coupling(coupling or Coupling(), exact)
         self.traces: list[dict] | None = None  # set by check_reversible to record reconstructions
 
     @property
@@ -99,8 +115,55 @@ class ReversibleSequence(nn.Module):
     def execution(self, value: str) -> None:
         self._execution = _choice(value, EXECUTIONS, "execution")
 
+    @property
+    def coupling(self) -> Coupling:
+        return self._coupling
+
+    @coupling.setter
+    def coupling(self, value: Coupling) -> None:
+        self.set_coupling(value, self._exact)
+
+    @property
+    def exact(self) -> bool:
+        return self._exact
+
+    @exact.setter
+    def exact(self, value: bool) -> None:
+        self.set_coupling(self._coupling, value)
+
+    def set_coupling(self, coupling: Coupling, exact: bool) -> None:
+        """Sets both at once, refusing (before changing anything) a pair that exact arithmetic cannot run."""
+        if not isinstance(coupling, Coupling):
+            raise TypeError(f"coupling must be a revzoo.Coupling, got {type(coupling).__name__}")
+        if not isinstance(exact, bool):
+            raise TypeError(f"exact must be True or False, got {exact!r}")
+        if exact:
+            coupling.shifts()
+        self._coupling, self._exact = coupling, exact
+
+    @property
+    def has_adapters(self) -> bool:
+        return self.blocks[0].adapter is not None if len(self.blocks) else False
+
+    def set_adapters(self, adapters: Iterable[nn.Module] | None) -> None:
+        """Gives every block an adapter, or (None) removes them.
+
+        With adapters, the reversible form couples `F = x + f(x)` then `+ g(...)`, the whole
+        block as the sequential form runs it, with `G = adapter`: a pretrained sequential
+        block keeps its function when the adapter outputs zero and the scales are small.
+        The sequential form ignores adapters.
+        """
+        modules = [None] * len(self.blocks) if adapters is None else list(adapters)
+        if len(modules) != len(self.blocks) or not all(m is None or isinstance(m, nn.Module) for m in modules):
+            raise ValueError(f"set_adapters needs {len(self.blocks)} nn.Modules (one per block) or None")
+        for block, module in zip(self.blocks, modules):
+            block.adapter = module
+
     def extra_repr(self) -> str:
-        return f"form={self.form!r}, execution={self.execution!r}, depth={len(self.blocks)}"
+        extra = "" if self._coupling == Coupling() else f", coupling={self._coupling}"
+        extra += ", exact=True" if self._exact else ""
+        extra += ", adapters=True" if self.has_adapters else ""
+        return f"form={self.form!r}, execution={self.execution!r}, depth={len(self.blocks)}{extra}"
 
     def forward(self, data: Any, **kwargs: Any) -> Any:
         self.routes.check(kwargs)
@@ -114,7 +177,10 @@ class ReversibleSequence(nn.Module):
         if self.traces is not None:
             trace = {"inputs": [], "reconstructed": {}}
             self.traces.append(trace)
-        run = CouplingRun([(b.f, b.g) for b in self.blocks], self.routes, kwargs, context, trace)
+        whole = self.form == "reversible" and self.has_adapters
+        blocks = [(WholeBlock(b.f, b.g), b.adapter) if whole else (b.f, b.g) for b in self.blocks]
+        arith = arithmetic_for(self._coupling, self._exact and self.form == "reversible")
+        run = CouplingRun(blocks, self.routes, kwargs, context, arith, self._coupling.swap, whole, trace)
         output = self._run(run, stream)
         return output if self.layout is None else self.layout.join(data, output)
 
@@ -122,18 +188,25 @@ class ReversibleSequence(nn.Module):
         if self.form == "sequential":
             for index, (f, g) in enumerate(run.blocks):
                 f_kwargs, g_kwargs = run.branch_kwargs(index)
-                stream = add_residual(stream, f(stream, **f_kwargs), index, "f")
-                stream = add_residual(stream, g(stream, **g_kwargs), index, "g")
+                stream = stream + checked_output(stream, f(stream, **f_kwargs), index, "f")
+                stream = stream + checked_output(stream, g(stream, **g_kwargs), index, "g")
             return stream
+        arith = run.arith
+        y2 = arith.enter(stream)
+        y1 = torch.zeros_like(y2) if self._coupling.start == "zero" else y2
         if self.execution == "invert" and torch.is_grad_enabled():
-            y1, y2 = run_invert(run, stream)
+            y1, y2 = run_invert(run, y1, y2)
         else:
-            y1 = y2 = stream
             for index, (f, g) in enumerate(run.blocks):
                 f_kwargs, g_kwargs = run.branch_kwargs(index)
-                y1 = add_residual(y1, f(y2, **f_kwargs), index, "f")
-                y2 = add_residual(y2, g(y1, **g_kwargs), index, "g")
-        return (y1 + y2) / 2
+                y1 = arith.combine(index, 0, y1, checked_output(y1, f(arith.branch_input(y2), **f_kwargs), index, "f"))
+                y2 = arith.combine(index, 1, y2, checked_output(y2, g(arith.branch_input(y1), **g_kwargs), index, "g"))
+                if run.swap:
+                    y1, y2 = y2, y1
+        arith.check_range()
+        if self._coupling.output == "f":
+            return arith.leave(y2 if run.swap else y1)
+        return arith.leave((y1 + y2) / 2)
 
 
 def _stacks(model: nn.Module) -> list[ReversibleSequence]:
