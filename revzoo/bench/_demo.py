@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
 from ..checkpoints import convert, load, save
+from ..checkpoints._write import atomic_write
+from ..errors import CheckpointError
 from ..registry import create
 from ._measure import peak_in_subprocess
 
@@ -98,8 +101,7 @@ def measure_step_memory(form: str) -> int:
 
 def run_demo(out_dir: str = "revzoo-demo", steps: int = STEPS, vae_steps: int = VAE_STEPS) -> None:
     """Runs the demo, writing checkpoints and `generated.png` under `out_dir`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _writable_directory(Path(out_dir))
     torch.manual_seed(0)
     captions, text, images = captioned_shapes()
     model = create("dalle-rev", **CONFIG)
@@ -139,10 +141,22 @@ def run_demo(out_dir: str = "revzoo-demo", steps: int = STEPS, vae_steps: int = 
     print("  " + ", ".join(captions))
 
 
+def _writable_directory(out: Path) -> Path:
+    """Returns `out`, created if need be, or raises CheckpointError before any training if it cannot be written to."""
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out}: not a directory; --out names the directory the demo writes into")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise CheckpointError(f"{out}: the demo cannot write there: {err.strerror or err}; choose another --out") from err
+    return out
+
+
 def _save_grid(images: torch.Tensor, path: Path, columns: int) -> None:
     from torchvision.utils import save_image
 
-    save_image(images, path, nrow=columns, padding=2)
+    atomic_write(path, lambda tmp: save_image(images, tmp, format="png", nrow=columns, padding=2))
 
 
 if __name__ == "__main__":

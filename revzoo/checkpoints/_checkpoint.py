@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import nn
 
@@ -17,10 +18,11 @@ from ..engine import FORMS, get_form
 from ..errors import CheckpointError
 from ..registry import create, get_format, resolve
 from ._foreign import read_foreign, tensor_items
-from ._io import SAFETENSORS_SUFFIX, atomic_write, check_output, progress_bar, require_file
+from ._io import SAFETENSORS_SUFFIX, check_output, progress_bar, require_file
 from ._shards import is_index, open_tensors, stored_tensors, write_checkpoint
 from ._state import TensorSource, check_fit, fit_tensors, tied_groups
 from ._stream import write_stored
+from ._write import atomic_write
 
 __all__ = ["convert", "export_checkpoint", "import_checkpoint", "load", "probe_forms", "read_metadata", "save"]
 
@@ -57,6 +59,10 @@ def save(model: nn.Module, path: str | os.PathLike, max_shard_size: int | str | 
     Example:
         >>> revzoo.save(revzoo.create("dalle-rev", depth=2), "dalle.safetensors")
     """
+    return _write_model(model, path, max_shard_size, overwrite=True)
+
+
+def _write_model(model: nn.Module, path: str | os.PathLike, max_shard_size: int | str | None, overwrite: bool) -> Path:
     state = model.state_dict(keep_vars=True)
     groups = tied_groups(model)
     aliases = {name: group[0] for group in groups for name in group[1:]}
@@ -65,9 +71,17 @@ def save(model: nn.Module, path: str | os.PathLike, max_shard_size: int | str | 
     sizes = {name: tensor.numel() * tensor.element_size() for name, tensor in tensors.items()}
 
     def write_shard(names, tmp: Path) -> None:
-        save_file({name: tensors[name] for name in names}, tmp, metadata)
+        _save_safetensors({name: tensors[name] for name in names}, tmp, metadata)
 
-    return write_checkpoint(path, sizes, write_shard, metadata, max_shard_size)
+    return write_checkpoint(path, sizes, write_shard, metadata, max_shard_size, overwrite=overwrite)
+
+
+def _save_safetensors(tensors: Mapping[str, torch.Tensor], tmp: Path, metadata: Mapping[str, str] | None) -> None:
+    """safetensors' save_file, its I/O failures (a full disk) raised as OSError for the atomic writer to report."""
+    try:
+        save_file(dict(tensors), tmp, None if metadata is None else dict(metadata))
+    except SafetensorError as err:
+        raise OSError(str(err)) from err
 
 
 def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -188,7 +202,7 @@ def convert(
         return write_checkpoint(
             dst, sizes, lambda names, tmp: write_stored([tensors[n] for n in names], tmp, metadata, bar.update),
             metadata, max_shard_size, groups=list(shards.values()),
-            check_output=lambda path: check_output(src, path, overwrite),
+            check_output=lambda path: check_output(src, path, overwrite), overwrite=overwrite,
         )
 
 
@@ -202,7 +216,7 @@ def import_checkpoint(
     imported = fmt.read(read_foreign(src), **options)
     model = create(imported.architecture, form=imported.form, **dict(imported.config))
     fit_tensors(model, TensorSource.from_tensors(tensor_items(imported.tensors)), str(src))
-    return save(model, dst)
+    return _write_model(model, dst, None, overwrite)
 
 
 def export_checkpoint(format_name: str, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -215,8 +229,18 @@ def export_checkpoint(format_name: str, src: str | os.PathLike, dst: str | os.Pa
     exported = fmt.write(load(src))
     if Path(dst).suffix.lower() == SAFETENSORS_SUFFIX:
         tensors = _unshared(tensor_items(exported))
-        return atomic_write(dst, lambda tmp: save_file(tensors, tmp))
-    return atomic_write(dst, lambda tmp: torch.save(exported, tmp))
+        return atomic_write(dst, lambda tmp: _save_safetensors(tensors, tmp, None), overwrite)
+    return atomic_write(dst, lambda tmp: _torch_save(exported, tmp), overwrite)
+
+
+def _torch_save(obj: Any, tmp: Path) -> None:
+    """torch.save, its write failures (a full disk: "file write failed") raised as OSError."""
+    try:
+        torch.save(obj, tmp)
+    except RuntimeError as err:
+        if "write" not in str(err).lower():
+            raise
+        raise OSError(str(err).splitlines()[0]) from err
 
 
 def probe_forms(path: str | os.PathLike, seed: int = 0) -> float:

@@ -1,11 +1,10 @@
-"""Opening safetensors files, and writing any checkpoint file atomically."""
+"""Opening safetensors files, vetting output paths, and the progress bar."""
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,6 @@ from ..errors import CheckpointError
 
 __all__ = [
     "SAFETENSORS_SUFFIX",
-    "atomic_write",
-    "atomic_write_all",
     "check_output",
     "open_safetensors",
     "progress_bar",
@@ -50,45 +47,6 @@ def open_safetensors(path: str | os.PathLike) -> Iterator[Any]:
         yield opened
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Calls `write(tmp)` on a temporary file beside `path`, then renames it into place.
-
-    A failure or interruption leaves no file at `path` (and the previous one, if any, untouched).
-    """
-    return atomic_write_all({Path(path): write})[0]
-
-
-def atomic_write_all(writes: Mapping[Path, Callable[[Path], None]]) -> list[Path]:
-    """Writes every file to a temporary name beside it, and only then renames them all into place, in order.
-
-    A failure while writing leaves none of the outputs (and any previous files untouched);
-    a failure during the renames removes the outputs already renamed. Put the file that
-    says the set is complete (a shard index) last.
-    """
-    for path in writes:
-        if not path.parent.exists():
-            raise CheckpointError(f"{path}: directory {path.parent} does not exist")
-    temporaries: dict[Path, Path] = {}
-    renamed: list[Path] = []
-    try:
-        for path, write in writes.items():
-            handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(handle)
-            temporaries[path] = Path(tmp_name)
-            write(temporaries[path])
-        for path, tmp in temporaries.items():
-            os.replace(tmp, path)
-            renamed.append(path)
-    except BaseException:
-        for path in renamed:
-            path.unlink(missing_ok=True)
-        raise
-    finally:
-        for tmp in temporaries.values():
-            tmp.unlink(missing_ok=True)
-    return list(writes)
-
-
 def progress_bar(total: int, description: str) -> tqdm:
     """Returns a byte-counting bar shown only on a terminal and only once the work has run for a second."""
     return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024, delay=1.0,
@@ -96,10 +54,12 @@ def progress_bar(total: int, description: str) -> tqdm:
 
 
 def check_output(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool) -> None:
-    """Refuses to write over the input, or over any existing file without `overwrite`."""
+    """Refuses to write over the input, over a directory, or over any existing file without `overwrite`."""
     dst = Path(dst)
     if not dst.exists():
         return
+    if dst.is_dir():
+        raise CheckpointError(f"{dst}: is a directory; name a file to write")
     if Path(src).exists() and os.path.samefile(src, dst):
         if not overwrite:
             raise CheckpointError(f"{dst}: output is the input file; pass --overwrite to replace it")

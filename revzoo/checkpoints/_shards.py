@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError
-from ._io import SAFETENSORS_SUFFIX, atomic_write, atomic_write_all, open_safetensors, require_file
+from ._io import SAFETENSORS_SUFFIX, open_safetensors, require_file
 from ._state import TensorSource, name_listing
 from ._stream import StoredTensor, read_header, read_stored
+from ._write import atomic_write, atomic_write_all
 
 __all__ = [
     "INDEX_SUFFIX",
@@ -153,6 +154,7 @@ def write_checkpoint(
     max_shard_size: int | str | None = None,
     groups: Sequence[Sequence[str]] | None = None,
     check_output: Callable[[Path], None] | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Writes tensors (`sizes`: name -> bytes, in file order) as one file or as shards + index; returns what to load.
 
@@ -160,7 +162,9 @@ def write_checkpoint(
     `path` names an index, or when `max_shard_size` splits the tensors into several shards
     (then the index is `path` + `.index.json`, as Hugging Face names it). `groups` keeps
     a given split (e.g. the input's shards) when no size is asked for. Every file is
-    written before any is renamed into place; `check_output` vets each final path first.
+    written before any is put in place; `check_output` vets each final path first. Without
+    `overwrite`, an output that appears meanwhile is not replaced (CheckpointError). An index
+    written over an older one removes the older one's shards that the new one does not use.
     """
     path = Path(path)
     names = list(sizes)
@@ -171,7 +175,7 @@ def write_checkpoint(
     if len(groups) == 1 and not is_index(path):
         if check_output is not None:
             check_output(path)
-        return atomic_write(path, lambda tmp: write_shard(names, tmp))
+        return atomic_write(path, lambda tmp: write_shard(names, tmp), overwrite)
     index_path = _index_path(path)
     shard_paths = _shard_paths(index_path, len(groups))
     for output in (*shard_paths, index_path):
@@ -185,5 +189,19 @@ def write_checkpoint(
         shard: (lambda tmp, group=group: write_shard(group, tmp)) for shard, group in zip(shard_paths, groups)
     }
     writes[index_path] = lambda tmp: tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    atomic_write_all(writes)
+    previous = _shards_of(index_path)
+    atomic_write_all(writes, overwrite)
+    for shard in previous - set(shard_paths):
+        shard.unlink(missing_ok=True)
     return index_path
+
+
+def _shards_of(index_path: Path) -> set[Path]:
+    """Returns the shard files that an existing index beside them names (none if it is absent or unreadable)."""
+    try:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+        names = {name for name in weight_map.values() if isinstance(name, str)}
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        return set()
+    return {index_path.parent / name for name in names
+            if Path(name).name == name and name.lower().endswith(SAFETENSORS_SUFFIX)}

@@ -1,0 +1,169 @@
+"""Writing checkpoint files atomically: temporaries beside the target, modes kept, signals and races handled.
+
+Every file is first written to a temporary named `.NAME.revzoo-PID-XXXXXXXX.tmp` beside
+its target, then put in place. A new file follows the umask (as `open` would make it); a
+replaced file keeps its mode. Without `overwrite` the temporary is hard-linked to the
+target, which fails if the target appeared meanwhile, so two writers racing for the same
+new path cannot both succeed. SIGTERM during a write removes the temporaries, as Ctrl-C
+does; a temporary left by a killed process (SIGKILL) is removed by the next write of the
+same target once its process is gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import signal
+import stat
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import CheckpointError
+
+__all__ = ["TEMPORARY_PATTERN", "atomic_write", "atomic_write_all", "remove_stale_temporaries"]
+
+TEMPORARY_PATTERN = ".NAME.revzoo-PID-XXXXXXXX.tmp"
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.revzoo-(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
+_HINTS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+          errno.EACCES: "no permission to write there", errno.EPERM: "no permission to write there",
+          errno.EROFS: "the file system is read-only", errno.EISDIR: "it is a directory"}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Removes the temporaries of `path` left by processes that no longer run; returns them."""
+    removed = []
+    try:
+        candidates = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for candidate in candidates:
+        match = _TEMPORARY.match(candidate.name)
+        if match and match["name"] == path.name and int(match["pid"]) != os.getpid() and not _process_alive(
+                int(match["pid"])):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _new_temporary(path: Path) -> tuple[Path, int]:
+    """Creates an empty temporary beside `path`; returns it and the mode a new file gets under the umask."""
+    tmp = path.with_name(f".{path.name}.revzoo-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        return tmp, stat.S_IMODE(os.fstat(handle).st_mode)
+    finally:
+        os.close(handle)
+
+
+def _place(tmp: Path, path: Path, new_mode: int, overwrite: bool) -> None:
+    """Moves `tmp` to `path`: replacing it (keeping its mode) with `overwrite`, else only if `path` is still absent.
+
+    The mode is set here, after writing, because writers may replace the temporary (safetensors does).
+    """
+    try:
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if overwrite else new_mode)
+    except FileNotFoundError:
+        os.chmod(tmp, new_mode)
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise CheckpointError(
+            f"{path}: already exists (another process wrote it meanwhile?); pass --overwrite to replace it"
+        ) from None
+    except OSError as err:
+        if err.errno not in _NO_LINKS:
+            raise
+        if path.exists():  # a file system without hard links: check, then rename
+            raise CheckpointError(f"{path}: already exists; pass --overwrite to replace it") from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """Turns SIGTERM into SystemExit while writing, so `finally` removes the temporaries (as for Ctrl-C).
+
+    Only where SIGTERM has its default action, and only in the main thread (where Python runs handlers).
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _os_error(path: Path, err: OSError) -> CheckpointError:
+    reason = err.strerror or str(err)
+    hint = _HINTS.get(err.errno)
+    return CheckpointError(f"{path}: cannot write it: {reason}{f' ({hint})' if hint and hint not in reason else ''}")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = True) -> Path:
+    """Calls `write(tmp)` on a temporary file beside `path`, then puts it in place (see the module's docstring).
+
+    A failure or interruption leaves no file at `path` (and the previous one, if any, untouched).
+    """
+    return atomic_write_all({Path(path): write}, overwrite)[0]
+
+
+def atomic_write_all(writes: Mapping[Path, Callable[[Path], None]], overwrite: bool = True) -> list[Path]:
+    """Writes every file to a temporary beside it, and only then puts them all in place, in order.
+
+    A failure while writing leaves none of the outputs (and any previous files untouched);
+    a failure while placing them removes the outputs already placed. Put the file that
+    says the set is complete (a shard index) last. OS errors (a read-only directory, a
+    full disk) are raised as CheckpointError naming the target.
+    """
+    for path in writes:
+        if not path.parent.is_dir():
+            raise CheckpointError(f"{path}: directory {path.parent} does not exist")
+        if path.is_dir():
+            raise CheckpointError(f"{path}: is a directory; name a file to write")
+        remove_stale_temporaries(path)
+    temporaries: dict[Path, tuple[Path, int]] = {}
+    placed: list[Path] = []
+    current = next(iter(writes))
+    try:
+        with _terminate_cleanly():
+            for current, write in writes.items():
+                temporaries[current] = _new_temporary(current)
+                write(temporaries[current][0])
+            for current, (tmp, new_mode) in temporaries.items():
+                _place(tmp, current, new_mode, overwrite)
+                placed.append(current)
+    except BaseException as err:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _os_error(current, err) from err
+        raise
+    finally:
+        for tmp, _ in temporaries.values():
+            tmp.unlink(missing_ok=True)
+    return list(writes)

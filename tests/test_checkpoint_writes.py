@@ -1,0 +1,233 @@
+"""Checkpoint writes: file modes, signals, stale temporaries, racing writers, OS errors, resharding in place."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import revzoo
+import revzoo.checkpoints._stream
+import revzoo.checkpoints._write
+from helpers import plugin_of, tiny_spec
+from revzoo.bench import _demo
+from revzoo.cli import main
+
+
+@pytest.fixture(autouse=True)
+def plugin(register_plugin):
+    register_plugin(plugin_of(tiny_spec()), name="writes-test")
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    return revzoo.save(revzoo.create("tiny-rev", dim=8, depth=4), tmp_path / "m.safetensors")
+
+
+@pytest.fixture
+def umask():
+    """Sets the umask for one test: `umask(0o022)`."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield os.umask
+    os.umask(previous)
+
+
+def mode(path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def leftovers(directory, *expected) -> list[str]:
+    return sorted(set(path.name for path in directory.iterdir()) - set(expected))
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_new_files_follow_the_umask(tmp_path, saved, umask, mask) -> None:
+    umask(mask)
+    written = [revzoo.save(revzoo.create("tiny"), tmp_path / "s.safetensors"),
+               revzoo.convert(saved, tmp_path / "c.safetensors", "sequential"),
+               revzoo.convert(saved, tmp_path / "c.safetensors.index.json", "sequential", max_shard_size=200)]
+    index = json.loads(written[-1].read_text())
+    written += [tmp_path / name for name in set(index["weight_map"].values())]
+    assert len(written) > 4
+    for path in written:
+        assert mode(path) == 0o666 & ~mask, path.name
+
+
+def test_an_overwritten_file_keeps_its_mode(tmp_path, saved, umask, capsys) -> None:
+    umask(0o077)
+    target = tmp_path / "c.safetensors"
+    target.write_bytes(b"old")
+    target.chmod(0o644)
+    assert run_cli(capsys, "convert", str(saved), str(target), "--to", "sequential", "--overwrite")[0] == 0
+    assert mode(target) == 0o644 and revzoo.read_metadata(target)["form"] == "sequential"
+    target.chmod(0o640)
+    revzoo.save(revzoo.create("tiny"), target)
+    assert mode(target) == 0o640
+
+
+def slow_copy(monkeypatch, action) -> None:
+    """Runs `action()` once, in the middle of the first tensor copy of a convert."""
+    real = revzoo.checkpoints._stream._copy_range
+
+    def copy(*args):
+        action()
+        monkeypatch.setattr(revzoo.checkpoints._stream, "_copy_range", real)
+        return real(*args)
+
+    monkeypatch.setattr(revzoo.checkpoints._stream, "_copy_range", copy)
+
+
+def test_sigterm_mid_convert_leaves_nothing(tmp_path, saved, monkeypatch) -> None:
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    slow_copy(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(SystemExit) as exit_info:
+        revzoo.convert(saved, tmp_path / "c.safetensors.index.json", "sequential", max_shard_size=200)
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert leftovers(tmp_path, saved.name) == []
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler lives only while writing
+
+
+def test_sigterm_mid_convert_in_a_process_exits_143_and_cleans_up(tmp_path, saved) -> None:
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+import revzoo, revzoo.checkpoints._stream as stream
+from helpers import plugin_of, tiny_spec
+from revzoo.cli import main
+revzoo.register_plugin(plugin_of(tiny_spec()), name="writes-test")
+real = stream._copy_range
+def copy(*args):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args)
+stream._copy_range = copy
+sys.exit(main(["convert", {str(saved)!r}, {str(tmp_path / "c.safetensors")!r}, "--to", "sequential"]))
+"""
+    env = {**os.environ, "REVZOO_LOAD_PLUGINS": ""}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert "Traceback" not in result.stderr
+    assert leftovers(tmp_path, saved.name) == []
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_on_the_next_write(tmp_path, saved) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".c.safetensors.revzoo-{dead.pid}-0123abcd.tmp"
+    live = tmp_path / f".c.safetensors.revzoo-{os.getppid()}-0123abcd.tmp"  # a running process: maybe still writing
+    other = tmp_path / f".d.safetensors.revzoo-{dead.pid}-0123abcd.tmp"  # another target's: not this write's business
+    for path in (stale, live, other):
+        path.write_bytes(b"x" * 100)
+    revzoo.convert(saved, tmp_path / "c.safetensors", "sequential")
+    assert leftovers(tmp_path, saved.name) == sorted(["c.safetensors", live.name, other.name])
+
+
+def test_a_racing_writer_cannot_be_overwritten_without_overwrite(tmp_path, saved, capsys, monkeypatch) -> None:
+    target = tmp_path / "c.safetensors"
+    slow_copy(monkeypatch, lambda: target.write_bytes(b"the other writer's"))
+    code, err = run_cli(capsys, "convert", str(saved), str(target), "--to", "sequential")
+    assert code == 2 and err.count("\n") == 1 and "already exists" in err and "--overwrite" in err
+    assert target.read_bytes() == b"the other writer's"
+    assert leftovers(tmp_path, saved.name, target.name) == []
+
+
+def fail_with(error: OSError):
+    def fail(*args, **kwargs):
+        raise error
+    return fail
+
+
+def test_read_only_directory_is_one_line(tmp_path, saved, capsys, monkeypatch) -> None:
+    denied = PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(revzoo.checkpoints._write.os, "open", fail_with(denied))
+    code, err = run_cli(capsys, "convert", str(saved), str(tmp_path / "c.safetensors"), "--to", "sequential")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "c.safetensors: cannot write it: Permission denied (no permission to write there)" in err
+    monkeypatch.undo()
+    assert leftovers(tmp_path, saved.name) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_really_read_only_directory_is_one_line(tmp_path, saved, capsys) -> None:
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    code, err = run_cli(capsys, "convert", str(saved), str(out / "c.safetensors"), "--to", "sequential")
+    assert code == 2 and "Permission denied" in err and list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("shard", [None, "200"])
+def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, saved, capsys, monkeypatch, shard) -> None:
+    full = OSError(errno.ENOSPC, "No space left on device")
+    calls = []
+
+    def copy(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise full
+        return real(*args)
+
+    real = revzoo.checkpoints._stream._copy_range
+    monkeypatch.setattr(revzoo.checkpoints._stream, "_copy_range", copy)
+    extra = ["--max-shard-size", shard] if shard else []
+    code, err = run_cli(capsys, "convert", str(saved), str(tmp_path / "c.safetensors"), "--to", "sequential", *extra)
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot write it: No space left on device (the disk is full)" in err
+    assert leftovers(tmp_path, saved.name) == []
+
+
+def test_full_disk_while_saving_or_exporting(tmp_path, saved, monkeypatch) -> None:
+    from safetensors import SafetensorError
+
+    monkeypatch.setattr(revzoo.checkpoints._checkpoint, "save_file",
+                        fail_with(SafetensorError("Error while serializing: IoError(No space left on device)")))
+    with pytest.raises(revzoo.CheckpointError, match=r"s.safetensors: cannot write it: .*No space left on device"):
+        revzoo.save(revzoo.create("tiny"), tmp_path / "s.safetensors")
+    assert leftovers(tmp_path, saved.name) == []
+
+
+def test_output_that_is_a_directory(tmp_path, saved, capsys) -> None:
+    (tmp_path / "d.safetensors").mkdir()
+    for extra in ([], ["--overwrite"]):
+        code, err = run_cli(capsys, "convert", str(saved), str(tmp_path / "d.safetensors"), "--to", "sequential", *extra)
+        assert code == 2 and err.count("\n") == 1 and "d.safetensors: is a directory" in err
+    with pytest.raises(revzoo.CheckpointError, match="is a directory"):
+        revzoo.save(revzoo.create("tiny"), tmp_path / "d.safetensors")
+    assert leftovers(tmp_path, saved.name, "d.safetensors") == [] and list((tmp_path / "d.safetensors").iterdir()) == []
+
+
+def test_resharding_an_index_onto_itself_removes_the_old_shards(tmp_path, saved) -> None:
+    index = revzoo.convert(saved, tmp_path / "s.safetensors.index.json", "sequential", max_shard_size=200)
+    old = set(json.loads(index.read_text())["weight_map"].values())
+    assert len(old) > 2
+    revzoo.convert(index, index, "reversible", overwrite=True, max_shard_size=100_000)
+    new = set(json.loads(index.read_text())["weight_map"].values())
+    assert len(new) == 1
+    assert leftovers(tmp_path, saved.name) == sorted({index.name, *new})
+    torch.testing.assert_close(revzoo.load(index).state_dict(), revzoo.load(saved).state_dict())
+
+
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_demo_out_that_cannot_be_written_fails_before_training(tmp_path, capsys, monkeypatch, kind) -> None:
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("not a directory")
+    else:
+        monkeypatch.setattr(_demo.tempfile, "TemporaryFile", fail_with(OSError(errno.EROFS, "Read-only file system")))
+    monkeypatch.setattr(_demo, "create", fail_with(AssertionError("trained before checking --out")))
+    code, err = run_cli(capsys, "demo", "--out", str(out))
+    assert code == 2 and err.count("\n") == 1
+    assert ("not a directory" if kind == "file" else "cannot write there: Read-only file system") in err
