@@ -80,10 +80,15 @@ class _IndentedLists(yaml.SafeDumper):
 
 
 def _front_matter(existing: dict[str, Any], license_id: str) -> str:
-    """Returns the YAML block: library_name revzoo, the required tags and a license added; other values kept."""
+    """Returns the YAML block: library_name revzoo, the required tags, the distribution's licence; other values kept.
+
+    The licence is the one of the distribution that ships the plugin, replacing whatever the
+    card said; a card keeps its own only when that distribution states none.
+    """
     tags = list(existing.get("tags") or [])
     tags += [tag for tag in REQUIRED_TAGS if tag not in tags]
-    data = {"library_name": "revzoo", "license": existing.get("license", license_id)}
+    license_id = existing.get("license", license_id) if license_id == "unknown" else license_id
+    data = {"library_name": "revzoo", "license": license_id}
     if "pipeline_tag" in existing:
         data["pipeline_tag"] = existing["pipeline_tag"]
     data["tags"] = tags

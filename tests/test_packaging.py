@@ -1,0 +1,91 @@
+"""What a PyPI user gets: one licence everywhere, the wheel's and the sdist's contents, an sdist whose tests run."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+                                    "revzoo-demo", "bench-results", "*.tmp")
+BUILD = """
+import sys
+from setuptools import build_meta
+print(build_meta.build_{kind}(sys.argv[1]))
+"""
+
+
+def front_matter_licence(card: Path) -> str:
+    head = card.read_text().split("---")[1]
+    (line,) = [line for line in head.splitlines() if line.startswith("license:")]
+    return line.split(":", 1)[1].strip()
+
+
+def test_one_licence_stated_once_and_every_card_agrees() -> None:
+    assert PYPROJECT["project"]["license"] == "MIT" and PYPROJECT["project"]["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert not any(c.startswith("License ::") for c in PYPROJECT["project"]["classifiers"])  # PEP 639: not both
+    cards = sorted((ROOT / "model_cards").glob("*.md"))
+    assert cards and {card.name: front_matter_licence(card) for card in cards} == {card.name: "mit" for card in cards}
+
+
+def test_make_cards_writes_the_distributions_licence_over_a_cards_own() -> None:
+    spec = importlib.util.spec_from_file_location("make_cards", ROOT / "tools" / "make_cards.py")
+    make_cards = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_cards)
+    assert "license: mit" in make_cards._front_matter({"license": "apache-2.0"}, "mit")
+    assert "license: apache-2.0" in make_cards._front_matter({"license": "apache-2.0"}, "unknown")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict[str, Path]:
+    """The wheel and the sdist, built offline from a copy of this source tree with the installed setuptools."""
+    pytest.importorskip("setuptools", minversion="77.0.1")
+    source = shutil.copytree(ROOT, tmp_path_factory.mktemp("src") / "revzoo", ignore=NOT_SOURCE)
+    out = tmp_path_factory.mktemp("dist")
+    built = {}
+    for kind in ("wheel", "sdist"):
+        result = subprocess.run([sys.executable, "-c", BUILD.format(kind=kind), str(out)], cwd=source,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        built[kind] = out / result.stdout.strip().splitlines()[-1]
+    return built
+
+
+@pytest.mark.slow
+def test_wheel_ships_licence_types_and_metadata_not_tests(built) -> None:
+    names = zipfile.ZipFile(built["wheel"]).namelist()
+    (dist_info,) = {name.split("/")[0] for name in names if ".dist-info/" in name}
+    assert f"{dist_info}/licenses/LICENSE" in names and "revzoo/py.typed" in names
+    assert {"revzoo_dalle/__init__.py", "revzoo_lie/__init__.py", "revzoo_vit/__init__.py"} <= set(names)
+    assert not [name for name in names if name.startswith("tests/")]
+    metadata = Parser().parsestr(zipfile.ZipFile(built["wheel"]).read(f"{dist_info}/METADATA").decode())
+    assert metadata["License-Expression"] == "MIT" and metadata["License-File"] == "LICENSE"
+    assert "Typing :: Typed" in metadata.get_all("Classifier") and "reversible networks" in metadata["Keywords"]
+
+
+@pytest.mark.slow
+def test_sdist_ships_the_whole_test_tree_and_its_tests_collect(built, tmp_path) -> None:
+    with tarfile.open(built["sdist"]) as sdist:
+        sdist.extractall(tmp_path, filter="data")
+    (unpacked,) = tmp_path.iterdir()
+    assert (unpacked / "LICENSE").is_file()
+    shipped = {p.relative_to(unpacked / "tests") for p in (unpacked / "tests").rglob("*") if p.is_file()}
+    source = {p.relative_to(ROOT / "tests") for p in (ROOT / "tests").rglob("*")
+              if p.is_file() and "__pycache__" not in p.parts}
+    assert shipped == source
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+                               cwd=unpacked, capture_output=True, text=True, timeout=300)
+    summary = collected.stdout.strip().splitlines()[-1]
+    assert collected.returncode == 0 and "collected" in summary and "error" not in summary, collected.stdout[-3000:]
