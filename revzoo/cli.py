@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--to", required=True, choices=("reversible", "sequential"))
     sub.add_argument("--probe", action="store_true", help="run both forms on a seeded input and print the difference")
     sub.add_argument("--max-shard-size", metavar="SIZE",
-                     help="write Hugging Face-style shards of at most SIZE (e.g. 500MB, 2GiB) plus an index")
+                     help="write Hugging Face-style shards of at most SIZE (KB, MB, GB or TB, e.g. 500MB) plus an index")
     sub.add_argument("--overwrite", action="store_true")
     sub.set_defaults(run=_cmd_convert)
 

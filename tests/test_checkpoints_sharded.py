@@ -19,7 +19,7 @@ from revzoo.checkpoints._shards import parse_size
 
 plugin = base.plugin  # registers the tied test architecture and the "fake" format
 saved = base.saved
-SHARD = "200"  # bytes: the tied model's tensors spread over several shards
+SHARD = 200  # bytes: the tied model's tensors spread over several shards
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_convert_sharded_files(tmp_path, saved, sharded, capsys) -> None:
     merged = revzoo.convert(seq, tmp_path / "merged.safetensors", "reversible")
     resharded = tmp_path / "re.safetensors"
     code, out, _ = base.run_cli(capsys, "convert", str(single), str(resharded), "--to", "sequential",
-                                "--max-shard-size", SHARD)
+                                "--max-shard-size", "0.2KB")
     assert code == 0 and "re.safetensors.index.json" in out
     for result in (seq, merged, resharded.with_name("re.safetensors.index.json")):
         assert stored(result).keys() == stored(single).keys()
@@ -162,8 +162,11 @@ def test_bad_shard_size(tmp_path, saved, capsys) -> None:
     _, path = saved
     code, _, err = base.run_cli(capsys, "convert", str(path), str(tmp_path / "o.safetensors"), "--to", "sequential",
                                 "--max-shard-size", "lots")
-    assert code == 2 and "invalid shard size 'lots'; expected a positive size such as 500MB" in err
-    assert (parse_size("500MB"), parse_size("2GiB"), parse_size(1024)) == (500 * 10**6, 2 * 2**30, 1024)
+    assert code == 2 and "invalid shard size 'lots'; expected a positive number of bytes or a size in KB" in err
+    assert (parse_size("500MB"), parse_size(" 1.5gb "), parse_size(1024)) == (500 * 10**6, 15 * 10**8, 1024)
+    for refused in ("2GiB", "10", "0MB", "-5MB", "nanMB", "infGB", True, 0):
+        with pytest.raises(revzoo.CheckpointError, match="invalid shard size"):
+            parse_size(refused)
 
 
 def test_failed_sharded_writes_leave_no_output(tmp_path, saved, monkeypatch) -> None:

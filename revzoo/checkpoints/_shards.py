@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -34,8 +33,7 @@ __all__ = [
 ]
 
 INDEX_SUFFIX = ".index.json"
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}  # huggingface_hub's SIZE_UNITS
 
 
 def is_index(path: str | os.PathLike) -> bool:
@@ -110,31 +108,54 @@ def open_tensors(path: str | os.PathLike) -> Iterator[tuple[dict[str, str], Tens
     with ExitStack() as stack:
         streams = {file: stack.enter_context(open(file, "rb")) for file in {t.file for t in tensors.values()}}
         yield metadata, TensorSource(
-            {name: tensor.shape for name, tensor in tensors.items()},
+            {name: tensor.torch_shape for name, tensor in tensors.items()},
             {name: tensor.torch_dtype for name, tensor in tensors.items()},
             lambda name: read_stored(tensors[name], streams[tensors[name].file]),
         )
 
 
 def parse_size(size: int | str) -> int:
-    """Returns a shard size in bytes from an int or text like `500MB` (10**6) or `2GiB` (2**30), as Hugging Face does."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(size))
-    if match is None or match.group(2).upper() not in _UNITS or float(match.group(1)) * _UNITS[match.group(2).upper()] < 1:
-        raise CheckpointError(f"invalid shard size {size!r}; expected a positive size such as 500MB, 2GB or 1GiB")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+    """Returns a shard size in bytes from an int or text such as `500MB`, read as Hugging Face's `parse_size_to_int` does.
+
+    Units are KB, MB, GB and TB (powers of ten, any case); a bare number or `GiB` is refused,
+    as Hugging Face refuses it, so a size means the same to both. Unlike Hugging Face, a size
+    under one byte is refused rather than putting every tensor in a shard of its own.
+    """
+    text = str(size).strip()
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        try:
+            value = int(float(text[:-2].strip()) * _UNITS[text[-2:].upper()])
+        except (KeyError, ValueError, OverflowError):
+            value = 0
+    if value < 1:
+        raise CheckpointError(
+            f"invalid shard size {size!r}; expected a positive number of bytes or a size in KB, MB, GB or TB "
+            "such as 500MB or 2GB (powers of ten, as Hugging Face reads them)"
+        )
+    return value
 
 
 def _plan(sizes: Mapping[str, int], max_size: int) -> list[list[str]]:
-    """Groups tensors, in order, into shards of at most `max_size` bytes (a larger tensor gets a shard alone)."""
-    groups: list[list[str]] = [[]]
+    """Groups tensors into shards as Hugging Face's `split_state_dict_into_shards_factory` does.
+
+    Tensors fill the current shard in order and a new one starts when the next would overflow
+    it; a tensor larger than `max_size` gets a shard of its own without closing the current one.
+    """
+    groups: list[list[str]] = []
+    current: list[str] = []
     filled = 0
     for name, size in sizes.items():
-        if groups[-1] and filled + size > max_size:
-            groups.append([])
-            filled = 0
-        groups[-1].append(name)
+        if size > max_size:
+            groups.append([name])
+            continue
+        if filled + size > max_size:
+            groups.append(current)
+            current, filled = [], 0
+        current.append(name)
         filled += size
-    return groups
+    return groups + [current] if current or not groups else groups
 
 
 def _index_path(path: Path) -> Path:

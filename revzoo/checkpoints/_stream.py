@@ -8,26 +8,46 @@ copied as they are through one small buffer: memory stays flat whatever the file
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import safetensors.torch
 import torch
 
 from ..errors import CheckpointError
 
-__all__ = ["StoredTensor", "read_header", "read_stored", "write_stored"]
+__all__ = ["StoredTensor", "read_header", "read_stored", "safetensors_dtypes", "write_stored"]
 
-_DTYPES = {
-    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32,
-    "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "U16": torch.uint16, "U32": torch.uint32,
-    "U64": torch.uint64, "C64": torch.complex64,
-}
+@functools.cache
+def safetensors_dtypes() -> dict[str, tuple[torch.dtype, int]]:
+    """Returns, per safetensors dtype code, the torch dtype it reads as and how many values one stored element packs.
+
+    Derived by asking the installed safetensors which code it writes for each dtype the
+    installed torch has, so a dtype both support (F8_E4M3FNUZ, F8_E8M0, packed F4, ...) is
+    read, and one they gain later needs no table edit here.
+    """
+    table: dict[str, tuple[torch.dtype, int]] = {}
+    candidates = {value for value in vars(torch).values() if isinstance(value, torch.dtype)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns on creating experimental dtypes (complex32, ...)
+        for dtype in sorted(candidates, key=str):
+            try:
+                encoded = safetensors.torch.save({"x": torch.empty(1, 2, dtype=dtype)})
+            except Exception:  # safetensors (or torch on CPU) cannot store this dtype
+                continue
+            (length,) = struct.unpack("<Q", encoded[:8])
+            entry = json.loads(encoded[8 : 8 + length])["x"]
+            table[entry["dtype"]] = (dtype, entry["shape"][-1] // 2)
+    return table
+
+
 _HEADER_ALIGNMENT = 8
 _COPY_CHUNK = 16 << 20
 
@@ -45,9 +65,22 @@ class StoredTensor:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        if self.dtype not in _DTYPES:
-            raise CheckpointError(f"{self.file}: tensor {self.name} has dtype {self.dtype}, which revzoo cannot read")
-        return _DTYPES[self.dtype]
+        return self._read_as()[0]
+
+    @property
+    def torch_shape(self) -> tuple[int, ...]:
+        """Returns the shape of the torch tensor: a packed dtype's header counts values, torch counts elements."""
+        packing = self._read_as()[1]
+        return (*self.shape[:-1], self.shape[-1] // packing) if packing > 1 and self.shape else self.shape
+
+    def _read_as(self) -> tuple[torch.dtype, int]:
+        table = safetensors_dtypes()
+        if self.dtype not in table:
+            raise CheckpointError(
+                f"{self.file}: tensor {self.name} has dtype {self.dtype!r}, which the installed safetensors and torch "
+                f"cannot read together (they read {', '.join(sorted(table))})"
+            )
+        return table[self.dtype]
 
 
 def read_header(file: Path) -> tuple[dict[str, str], list[StoredTensor]]:
@@ -80,7 +113,7 @@ def read_stored(tensor: StoredTensor, stream: BinaryIO) -> torch.Tensor:
     stream.seek(tensor.start)
     if stream.readinto(memoryview(data.numpy())) != tensor.length:
         raise CheckpointError(f"{tensor.file}: truncated (its data ends before the header says)")
-    return data.view(tensor.torch_dtype).reshape(tensor.shape)
+    return data.view(tensor.torch_dtype).reshape(tensor.torch_shape)
 
 
 def _copy_range(source: BinaryIO, target: BinaryIO, length: int, buffer: memoryview, advance: Callable[[int], None]) -> None:
