@@ -183,7 +183,7 @@ def test_failed_sharded_writes_leave_no_output(tmp_path, saved, monkeypatch) -> 
         tmp.write_bytes(b"shard")
 
     monkeypatch.setattr(revzoo.checkpoints._checkpoint, "save_file", fail_on_third_shard)
-    with pytest.raises(revzoo.CheckpointError, match="w-00003-of-00006.safetensors: cannot write it: disk full"):
+    with pytest.raises(revzoo.CheckpointError, match=r"w-00003-of-0000\d.safetensors: cannot write it: disk full"):
         revzoo.save(model, tmp_path / "w.safetensors", max_shard_size=SHARD)
     assert len(calls) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
