@@ -1,17 +1,21 @@
 """`revzoo bench`: activation memory against depth, and step time, of every form, side by side.
 
 Part 1, a transformer stack (pre-norm attention + feed-forward blocks) as sequential,
-reversible, per-sub-layer `torch.utils.checkpoint`, and revlib / memcnn where installed.
+reversible, per-sub-layer `torch.utils.checkpoint`, and revlib / memcnn where installed, all at
+equal work (the same blocks at full width); before anything is timed, each configuration's
+gradients are checked against plain autograd of the function it computes.
 Part 2, each registered architecture with a small config and example inputs, in its two
-forms and with checkpointed blocks. Memory is measured per configuration in its own
-process; times alternate configurations in one process and are reported relative to the
-sequential form. The recompute lower bound is the sequential step plus one no-grad forward.
+forms and with checkpointed blocks. On the CPU, memory is measured per configuration in its
+own process (resident peak); on CUDA, in one process (`torch.cuda.max_memory_allocated`).
+Times alternate configurations in one process and are reported relative to the sequential
+form. The recompute lower bound is the sequential step plus one no-grad forward.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import asdict
@@ -21,21 +25,67 @@ from typing import Any
 import torch
 
 from .._version import __version__
+from ..errors import ConfigError
 from ..registry import get_architecture, list_models, loaded_registry
-from ._measure import alternate_times, measure_peak, peak_in_subprocess
-from ._models import ARCH_KINDS, StackConfig, arch_step, available_stack_kinds, stack_step
+from ._measure import alternate_times, measure_cuda_peak, measure_peak, peak_in_subprocess
+from ._models import (
+    ARCH_KINDS,
+    Setting,
+    StackConfig,
+    arch_step,
+    available_stack_kinds,
+    gradient_difference,
+    stack_step,
+)
 
 __all__ = ["main", "run_bench"]
 
 MIB = 2**20
+GRADIENT_TOLERANCE = 1e-9  # float64; the engine's own tests hold to 1e-10 absolute on small stacks
 
 
-def _peak_of(model: torch.nn.Module, step) -> int:
+def _peak_of(model: torch.nn.Module, step, setting: Setting) -> int:
     for param in model.parameters():
         if param.requires_grad:
             param.grad = torch.zeros_like(param)
     step()  # warm-up: lazy allocations are not activations
+    if torch.device(setting.device).type == "cuda":
+        return measure_cuda_peak(step, setting.device)
     return measure_peak(step)
+
+
+def _measure(flag: str, values: list[str], setting: Setting) -> int:
+    """Returns the peak of one configuration's training step, measured in this process."""
+    if flag == "--measure-stack":
+        kind, depth, config = values
+        built = stack_step(StackConfig(**json.loads(config)), int(depth), kind, setting)
+    else:
+        loaded_registry()  # load the plugins before measuring
+        name, kind, depth = values
+        built = arch_step(name, int(depth), kind, setting)
+    return _peak_of(*built, setting)
+
+
+def _memory(setting: Setting, flag: str, values: list[str]) -> int:
+    """Returns one configuration's peak: on the CPU in a fresh process (resident size), on CUDA here (allocator)."""
+    if torch.device(setting.device).type == "cuda":
+        return _measure(flag, values, setting)
+    args = [flag, *values, "--setting", json.dumps(asdict(setting))]
+    return peak_in_subprocess("revzoo.bench._bench", args)["bytes"]
+
+
+def check_gradients(config: StackConfig, depth: int, kinds: tuple[str, ...], device: str) -> dict[str, float]:
+    """Returns each configuration's largest gradient difference from plain autograd of its function; raises if any
+    is above GRADIENT_TOLERANCE, so that no configuration is timed that does not compute what it claims."""
+    differences = {kind: gradient_difference(config, depth, kind, device) for kind in kinds}
+    wrong = {kind: difference for kind, difference in differences.items() if not difference <= GRADIENT_TOLERANCE}
+    if wrong:
+        raise RuntimeError(
+            f"gradients differ from plain autograd of the same function (float64, depth {depth}): "
+            + ", ".join(f"{kind} {difference:.2e}" for kind, difference in wrong.items())
+            + f" (tolerance {GRADIENT_TOLERANCE:.0e}); nothing was timed"
+        )
+    return differences
 
 
 def _benchable_architectures() -> list[str]:
@@ -80,33 +130,43 @@ def run_bench(
     quick: bool = False,
     out_dir: str | None = "bench-results",
     architectures: bool = True,
+    setting: Setting | None = None,
 ) -> dict[str, Any]:
-    """Measures everything, prints the tables, writes `bench.md`, `bench.json` and `memory.png` to `out_dir`."""
+    """Measures everything, prints the tables, writes `bench.md`, `bench.json` and `memory.png` to `out_dir`.
+
+    `setting` is where the steps run (default: the CPU in float32).
+    """
     config = config or StackConfig()
+    setting = setting or Setting()
     if quick:
         depths, time_depth, arch_depths, arch_time_depth, rounds = (2, 4, 8), 4, (2, 4), 4, 3
         config = StackConfig(dim=128, heads=4, seq=256, batch=2)
     kinds = available_stack_kinds()
     arch_names = _benchable_architectures() if architectures else []
-    progress = _Progress(len(depths) * len(kinds) + 1 + len(arch_names) * (len(arch_depths) * len(ARCH_KINDS) + 1))
-    results: dict[str, Any] = {"stack": {"config": asdict(config), "memory": {k: {} for k in kinds}}, "architectures": {}}
+    progress = _Progress(len(depths) * len(kinds) + 2 + len(arch_names) * (len(arch_depths) * len(ARCH_KINDS) + 1))
+    progress.step(f"stack gradients at depth {time_depth}")
+    checked = check_gradients(config, time_depth, kinds, setting.device)
+    results: dict[str, Any] = {
+        "setting": {**asdict(setting), "description": setting.describe()},
+        "stack": {"config": asdict(config), "memory": {k: {} for k in kinds}, "gradient_check": checked},
+        "architectures": {},
+    }
     for depth in depths:
         for kind in kinds:
             progress.step(f"stack {kind} depth {depth}")
-            args = ["--measure-stack", kind, str(depth), json.dumps(asdict(config))]
-            results["stack"]["memory"][kind][depth] = peak_in_subprocess("revzoo.bench._bench", args)["bytes"]
+            values = [kind, str(depth), json.dumps(asdict(config))]
+            results["stack"]["memory"][kind][depth] = _memory(setting, "--measure-stack", values)
     progress.step(f"stack time at depth {time_depth}")
     results["stack"]["time_depth"] = time_depth
-    results["stack"]["time"] = _stack_times(config, time_depth, kinds, rounds)
+    results["stack"]["time"] = _stack_times(config, time_depth, kinds, rounds, setting)
     for name in arch_names:
         memory = {kind: {} for kind in ARCH_KINDS}
         for depth in arch_depths:
             for kind in ARCH_KINDS:
                 progress.step(f"{name} {kind} depth {depth}")
-                args = ["--measure-arch", name, kind, str(depth)]
-                memory[kind][depth] = peak_in_subprocess("revzoo.bench._bench", args)["bytes"]
+                memory[kind][depth] = _memory(setting, "--measure-arch", [name, kind, str(depth)])
         progress.step(f"{name} time")
-        runs = {kind: arch_step(name, arch_time_depth, kind)[1] for kind in ARCH_KINDS}
+        runs = {kind: arch_step(name, arch_time_depth, kind, setting)[1] for kind in ARCH_KINDS}
         times = alternate_times(runs, "sequential", rounds)
         results["architectures"][name] = {"memory": memory, "time": times, "time_depth": arch_time_depth,
                                           "small": dict(get_architecture(name).small)}
@@ -118,14 +178,17 @@ def run_bench(
     return results
 
 
-def _stack_times(config: StackConfig, depth: int, kinds: tuple[str, ...], rounds: int) -> dict[str, float]:
-    built = {kind: stack_step(config, depth, kind) for kind in kinds}
+def _stack_times(
+    config: StackConfig, depth: int, kinds: tuple[str, ...], rounds: int, setting: Setting
+) -> dict[str, float]:
+    built = {kind: stack_step(config, depth, kind, setting) for kind in kinds}
     sequential = built["sequential"][0]
-    x = torch.randn(config.batch, config.seq, config.dim)
+    x = torch.randn(config.batch, config.seq, config.dim).to(setting.device)
 
     def no_grad_forward() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), setting.autocast():
             sequential(x)
+        setting.synchronize()
 
     runs = {kind: step for kind, (_, step) in built.items()}
     runs["no-grad forward"] = no_grad_forward
@@ -146,13 +209,35 @@ def _memory_table(memory: dict[str, dict[int, int]], reference: str = "sequentia
     return [*lines, "", f"reversible memory at depth {depths[-1]} / depth {depths[0]}: {growth:.2f}x"]
 
 
+def _memory_method(setting: dict[str, Any]) -> str:
+    if torch.device(setting["device"]).type == "cuda":
+        return "`torch.cuda.max_memory_allocated` above the memory allocated before the step"
+    return "resident peak above the resident size before the step, each configuration in its own process"
+
+
 def format_results(results: dict[str, Any]) -> str:
     stack = results["stack"]
     config, times = stack["config"], stack["time"]
+    setting = results.get("setting", {"device": "cpu", "description": "cpu, float32"})
     kinds = [k for k in times if k != "lower bound"]
+    checked = stack.get("gradient_check", {})
     lines = [
+        f"On {setting['description']}; memory: {_memory_method(setting)}.",
+        "",
         f"### Transformer stack (dim {config['dim']}, heads {config['heads']}, seq {config['seq']}, "
         f"batch {config['batch']})",
+        "",
+        "Every configuration runs the same blocks at full width (equal work); revlib and memcnn get the features "
+        "doubled, `[x, x]`, and their output halves are averaged, which is exactly revzoo's reversible function.",
+    ]
+    if checked:
+        lines += [
+            f"Before timing, each configuration's gradients (input and every parameter, float64, depth "
+            f"{stack['time_depth']}) were compared with plain autograd of the function it computes; largest "
+            "relative difference: " + ", ".join(f"{kind} {difference:.1e}" for kind, difference in checked.items())
+            + ".",
+        ]
+    lines += [
         "",
         "Peak activation memory of one training step, MiB:",
         "",
@@ -229,6 +314,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="revzoo bench", description=__doc__.splitlines()[0])
     parser.add_argument("--measure-stack", nargs=3, metavar=("KIND", "DEPTH", "CONFIG"), help=argparse.SUPPRESS)
     parser.add_argument("--measure-arch", nargs=3, metavar=("NAME", "KIND", "DEPTH"), help=argparse.SUPPRESS)
+    parser.add_argument("--setting", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--precision", choices=("float32", "bf16"),
+                        help="bf16: steps under bf16 autocast (default on cuda); float32: none (default on cpu)")
+    defaults = StackConfig()
+    for field in ("dim", "heads", "seq", "batch"):
+        parser.add_argument(f"--{field}", type=int, default=getattr(defaults, field),
+                            help=f"the transformer stack's {field} (default %(default)s)")
     parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     parser.add_argument("--time-depth", type=int, default=16)
     parser.add_argument("--arch-depths", type=int, nargs="+", default=[4, 16, 64])
@@ -238,17 +331,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a small configuration for a smoke run")
     parser.add_argument("--out", default="bench-results", help="directory for bench.md, bench.json, memory.png")
     args = parser.parse_args(argv)
-    if args.measure_stack:
-        kind, depth, config = args.measure_stack
-        print(json.dumps({"bytes": _peak_of(*stack_step(StackConfig(**json.loads(config)), int(depth), kind))}))
+    if args.measure_stack or args.measure_arch:  # a child process of _memory
+        setting = Setting(**json.loads(args.setting)) if args.setting else Setting()
+        flag = "--measure-stack" if args.measure_stack else "--measure-arch"
+        print(json.dumps({"bytes": _measure(flag, args.measure_stack or args.measure_arch, setting)}))
         return
-    if args.measure_arch:
-        loaded_registry()  # load the plugins before measuring
-        name, kind, depth = args.measure_arch
-        print(json.dumps({"bytes": _peak_of(*arch_step(name, int(depth), kind))}))
-        return
+    setting = _setting(args.device, args.precision)
+    config = StackConfig(dim=args.dim, heads=args.heads, seq=args.seq, batch=args.batch)
     run_bench(tuple(args.depths), args.time_depth, tuple(args.arch_depths), args.arch_time_depth, args.rounds,
-              quick=args.quick, out_dir=args.out, architectures=not args.no_architectures)
+              config=config, quick=args.quick, out_dir=args.out, architectures=not args.no_architectures,
+              setting=setting)
+
+
+def _setting(device: str, precision: str | None) -> Setting:
+    """Returns the Setting of `--device` and `--precision`, refusing a device this machine does not have."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"--device {device!r} is not a device revzoo bench runs on; use cpu, cuda or cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device!r}: CUDA is not available on this machine (torch "
+                          f"{torch.__version__}); use --device cpu, or run on a machine with a CUDA GPU")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                          "use cuda:0 to cuda:N-1")
+    bf16 = device != "cpu" if precision is None else precision == "bf16"
+    return Setting(device=device, bf16=bf16)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Measuring on a shared CPU machine: peak memory per process, time as ratios of alternated runs.
 
-Peak memory: each configuration runs in its own process with MALLOC_MMAP_THRESHOLD_ set,
-so that freed blocks go back to the system and the resident size tracks live memory; the
-peak above the resident size just before the step is the step's activation memory.
+Peak memory on the CPU: each configuration runs in its own process with MALLOC_MMAP_THRESHOLD_
+set, so that freed blocks go back to the system and the resident size tracks live memory; the
+peak above the resident size just before the step is the step's activation memory. On CUDA the
+caching allocator counts live tensors exactly: the peak of `torch.cuda.max_memory_allocated`
+above the memory allocated before the step, in the same process.
 Time: configurations alternate (A B C A B C ...) and each round is reported relative to a
 reference configuration; the median of those ratios resists the machine's drift.
 """
@@ -18,7 +20,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["MMAP_ENV", "alternate_times", "measure_peak", "peak_in_subprocess"]
+import torch
+
+__all__ = ["MMAP_ENV", "alternate_times", "measure_cuda_peak", "measure_peak", "peak_in_subprocess"]
 
 MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
@@ -36,6 +40,16 @@ def measure_peak(step: Callable[[], None]) -> int:
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident size
     step()
     return (_status_kib("VmHWM") - baseline) * 1024
+
+
+def measure_cuda_peak(step: Callable[[], None], device: str = "cuda") -> int:
+    """Returns the bytes by which the allocated CUDA memory peaks during `step()` above what was allocated before."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    baseline = torch.cuda.memory_allocated(device)
+    step()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - baseline
 
 
 def peak_in_subprocess(module: str, args: Sequence[str], timeout: float = 900) -> dict:

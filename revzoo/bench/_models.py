@@ -1,15 +1,19 @@
 """What `revzoo bench` trains: a transformer stack in each execution, and registered architectures.
 
-Configurations of the transformer stack:
+Configurations of the transformer stack, all built from the same blocks `(f, g)`:
 - `sequential`: the classic residual stack, storing activations;
 - `reversible`: revzoo's reversible form, differentiated by inversion;
 - `checkpoint`: the sequential form with `torch.utils.checkpoint` around each sub-layer;
-- `revlib`, `memcnn`: the same sub-layers in those libraries' reversible couplings, where installed
-  (they couple the two halves of the features, so their sub-layers are half as wide).
+- `revlib`, `memcnn`: the reversible form in those libraries' couplings, where installed. They
+  couple the two halves of the features, so they are given `[x, x]` and their two output halves
+  are averaged: every sub-layer runs at full width and they compute revzoo's reversible function
+  exactly, so every library does the same arithmetic (equal work).
+`gradient_difference` checks each configuration against plain autograd of the function it computes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,10 +27,25 @@ from torch.utils.checkpoint import checkpoint
 from ..engine import ReversibleSequence
 from ..registry import create, get_architecture
 
-__all__ = ["ARCH_KINDS", "StackConfig", "arch_step", "available_stack_kinds", "stack_step"]
+__all__ = [
+    "ARCH_KINDS",
+    "STACK_FUNCTION",
+    "Setting",
+    "StackConfig",
+    "arch_step",
+    "available_stack_kinds",
+    "build_stack",
+    "gradient_difference",
+    "reference_output",
+    "stack_step",
+]
 
 STACK_KINDS = ("sequential", "reversible", "checkpoint", "revlib", "memcnn")
+STACK_FUNCTION = {"sequential": "sequential", "checkpoint": "sequential", "reversible": "reversible",
+                  "revlib": "reversible", "memcnn": "reversible"}  # the function each configuration computes
 ARCH_KINDS = ("sequential", "reversible", "checkpoint")
+
+Pairs = list[tuple[nn.Module, nn.Module]]
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,30 @@ class StackConfig:
     heads: int = 8
     seq: int = 512
     batch: int = 4
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where a step runs: the device, and whether under bf16 autocast (the mixed precision GPUs train in)."""
+
+    device: str = "cpu"
+    bf16: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
+
+    def synchronize(self) -> None:
+        """Waits for the device's queued work, so that a step's end is its end on the host's clock."""
+        if torch.device(self.device).type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def describe(self) -> str:
+        device = self.device
+        if torch.device(device).type == "cuda" and torch.cuda.is_available():
+            device += f" ({torch.cuda.get_device_name(device)})"
+        return f"{device}, {'bf16 autocast' if self.bf16 else 'float32'}"
 
 
 class Attention(nn.Module):
@@ -68,32 +111,90 @@ class Checkpointed(nn.Module):
         return checkpoint(self.inner, x, use_reentrant=False, **kwargs)
 
 
+class DoubledFeatures(nn.Module):
+    """Runs a coupling that splits the features into two streams on `[x, x]` and returns the mean of its two
+    output halves: with sub-layers at full width, that is revzoo's reversible function (streams `(x, x)`,
+    output `(y1 + y2) / 2`), so the library does exactly revzoo's arithmetic."""
+
+    def __init__(self, coupled: nn.Module) -> None:
+        super().__init__()
+        self.coupled = coupled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y1, y2 = self.coupled(torch.cat([x, x], dim=-1)).chunk(2, dim=-1)
+        return (y1 + y2) / 2
+
+
 def available_stack_kinds() -> tuple[str, ...]:
     """Returns the stack configurations runnable here: revlib and memcnn only where installed."""
     return tuple(kind for kind in STACK_KINDS if kind not in ("revlib", "memcnn") or importlib.util.find_spec(kind))
 
 
-def _pairs(config: StackConfig, depth: int, width: int) -> list[tuple[nn.Module, nn.Module]]:
-    return [(Attention(width, config.heads), FeedForward(width)) for _ in range(depth)]
-
-
-def build_stack(config: StackConfig, depth: int, kind: str) -> nn.Module:
+def build_stack(config: StackConfig, depth: int, kind: str) -> tuple[nn.Module, Pairs]:
+    """Returns the stack of `kind` and its blocks `(f, g)`: the model's own sub-modules, at full width in every kind."""
+    pairs = [(Attention(config.dim, config.heads), FeedForward(config.dim)) for _ in range(depth)]
     if kind == "revlib":
         import revlib
 
-        layers = [layer for pair in _pairs(config, depth, config.dim // 2) for layer in pair]
-        return revlib.ReversibleSequential(*layers, split_dim=-1)
+        coupled = revlib.ReversibleSequential(*(layer for pair in pairs for layer in pair), split_dim=-1)
+        return DoubledFeatures(coupled), pairs
     if kind == "memcnn":
         import memcnn
 
-        return nn.Sequential(*(
+        coupled = nn.Sequential(*(
             memcnn.InvertibleModuleWrapper(memcnn.AdditiveCoupling(Fm=f, Gm=g, split_dim=-1), keep_input=False)
-            for f, g in _pairs(config, depth, config.dim // 2)
+            for f, g in pairs
         ))
-    pairs = _pairs(config, depth, config.dim)
+        return DoubledFeatures(coupled), pairs
     if kind == "checkpoint":
-        pairs = [(Checkpointed(f), Checkpointed(g)) for f, g in pairs]
-    return ReversibleSequence(pairs, form="reversible" if kind == "reversible" else "sequential")
+        return ReversibleSequence([(Checkpointed(f), Checkpointed(g)) for f, g in pairs], form="sequential"), pairs
+    return ReversibleSequence(pairs, form=STACK_FUNCTION[kind]), pairs
+
+
+def reference_output(pairs: Pairs, form: str, x: torch.Tensor) -> torch.Tensor:
+    """Returns the function of `form` over `pairs` through plain autograd: what every configuration is checked against."""
+    if form == "sequential":
+        for f, g in pairs:
+            x = x + f(x)
+            x = x + g(x)
+        return x
+    x1 = x2 = x
+    for f, g in pairs:
+        x1 = x1 + f(x2)
+        x2 = x2 + g(x1)
+    return (x1 + x2) / 2
+
+
+def gradient_difference(config: StackConfig, depth: int, kind: str, device: str = "cpu", seq: int = 16) -> float:
+    """Returns the largest difference between `kind`'s gradients and plain autograd's of the same function.
+
+    Float64, the configuration's blocks at `depth` on a short sequence (the arithmetic per token is the
+    benchmark's). The gradients of the input and of every parameter are compared, each difference relative
+    to the largest magnitude of that reference gradient; a gradient missing on either side counts as infinite.
+    """
+    torch.manual_seed(0)
+    model, pairs = build_stack(config, depth, kind)
+    model.to(device=device, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, seq, config.dim, generator=generator, dtype=torch.float64).to(device).requires_grad_()
+    weight = torch.randn(1, seq, config.dim, generator=generator, dtype=torch.float64).to(device)
+    leaves = [x, *model.parameters()]
+
+    def grads(run: Callable[[], torch.Tensor]) -> list[torch.Tensor | None]:
+        for leaf in leaves:
+            leaf.grad = None
+        (run() * weight).sum().backward()  # .grad, not autograd.grad: revlib fills parameter gradients as a side effect
+        return [leaf.grad for leaf in leaves]
+
+    got = grads(lambda: model(x))
+    want = grads(lambda: reference_output(pairs, STACK_FUNCTION[kind], x))
+    worst = 0.0
+    for reference, candidate in zip(want, got):
+        if reference is None or candidate is None:
+            return float("inf")
+        scale = reference.abs().max().clamp_min(torch.finfo(torch.float64).tiny)
+        worst = max(worst, ((candidate - reference).abs().max() / scale).item())
+    return worst
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
@@ -107,25 +208,44 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(item)
 
 
-def _training_step(model: nn.Module, args: tuple, kwargs: dict) -> Callable[[], None]:
+def _to(value: Any, device: str) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to(item, device) for item in value)
+    if isinstance(value, dict):
+        return {key: _to(item, device) for key, item in value.items()}
+    return value
+
+
+def _training_step(model: nn.Module, args: tuple, kwargs: dict, setting: Setting) -> Callable[[], None]:
     def run() -> None:
-        outputs = [t for t in _tensors(model(*args, **kwargs)) if t.requires_grad]
-        sum(out.float().square().mean() for out in outputs).backward()
+        with setting.autocast():
+            outputs = [t for t in _tensors(model(*args, **kwargs)) if t.requires_grad]
+            loss = sum(out.float().square().mean() for out in outputs)
+        loss.backward()
+        setting.synchronize()
 
     return run
 
 
-def stack_step(config: StackConfig, depth: int, kind: str) -> tuple[nn.Module, Callable[[], None]]:
-    """Returns the stack and one training step of it on a fixed random batch."""
+def stack_step(
+    config: StackConfig, depth: int, kind: str, setting: Setting | None = None
+) -> tuple[nn.Module, Callable[[], None]]:
+    """Returns the stack on the setting's device (default: CPU, float32) and one training step on a fixed batch."""
+    setting = setting or Setting()
     torch.manual_seed(0)
-    stack = build_stack(config, depth, kind)
+    stack = build_stack(config, depth, kind)[0].to(setting.device)
     x = torch.randn(config.batch, config.seq, config.dim, generator=torch.Generator().manual_seed(0))
-    x.requires_grad_()  # revlib and memcnn give parameters no gradient otherwise
-    return stack, _training_step(stack, (x,), {})
+    x = x.to(setting.device).requires_grad_()  # revlib and memcnn give parameters no gradient otherwise
+    return stack, _training_step(stack, (x,), {}, setting)
 
 
-def arch_step(name: str, depth: int, kind: str) -> tuple[nn.Module, Callable[[], None]]:
+def arch_step(
+    name: str, depth: int, kind: str, setting: Setting | None = None
+) -> tuple[nn.Module, Callable[[], None]]:
     """Returns the architecture's small instance at `depth` in `kind`, and one training step on its example input."""
+    setting = setting or Setting()
     spec = get_architecture(name)
     torch.manual_seed(0)
     model = create(name, form="reversible" if kind == "reversible" else "sequential", **{**spec.small, "depth": depth})
@@ -133,5 +253,6 @@ def arch_step(name: str, depth: int, kind: str) -> tuple[nn.Module, Callable[[],
         for stack in (m for m in model.modules() if isinstance(m, ReversibleSequence)):
             for block in stack.blocks:
                 block.f, block.g = Checkpointed(block.f), Checkpointed(block.g)
+    model.to(setting.device)
     args, kwargs = spec.example_inputs(model, torch.Generator().manual_seed(0))
-    return model, _training_step(model, args, kwargs)
+    return model, _training_step(model, _to(args, setting.device), _to(kwargs, setting.device), setting)
