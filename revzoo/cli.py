@@ -1,6 +1,7 @@
 """The `revzoo` command line: parses arguments and calls the public functions.
 
-Bad input ends with one line on stderr and exit code 2, never a traceback.
+Bad input ends with one line on stderr and exit code 2, never a traceback. Each sub-command
+imports what it needs when it runs, so `revzoo --help` starts without torch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import checkpoints, registry
 from .errors import RevzooError
 
 __all__ = ["main"]
@@ -28,11 +28,15 @@ def _card_location(card: str | None) -> str | None:
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
+    from . import registry
+
     for name in registry.list_models(args.pattern):
         print(name)
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
+    from . import registry
+
     spec, form, subname = registry.resolve(args.name)
     layout = spec.layout
     info = {
@@ -58,10 +62,14 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> None:
+    from . import registry
+
     print(json.dumps(registry.plugins_info(), indent=2))
 
 
 def _cmd_convert(args: argparse.Namespace) -> None:
+    from . import checkpoints
+
     path = checkpoints.convert(args.src, args.dst, args.to, overwrite=args.overwrite, max_shard_size=args.max_shard_size)
     print(f"wrote {path} (form {args.to}); the tensors are unchanged, but the two forms compute different functions")
     if args.probe:
@@ -80,6 +88,8 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def _cmd_import(args: argparse.Namespace) -> None:
+    from . import checkpoints
+
     options = dict(args.option or [])
     if args.model:
         options["model"] = args.model
@@ -88,6 +98,8 @@ def _cmd_import(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
+    from . import checkpoints
+
     path = checkpoints.export_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite)
     print(f"wrote {path}")
 

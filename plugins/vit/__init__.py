@@ -5,21 +5,64 @@ g = drop_path2(ls2(mlp(norm2(x)))), after the Reversible Vision Transformer
 (Mangalam et al., CVPR 2022). Everything else is timm's own modules and methods.
 Registers vit-tiny, vit-small, vit-base and "timm/<name>", the "timm" checkpoint format
 and the "timm" adapter behind revzoo.from_timm / revzoo.to_timm.
+
+timm is imported on first use (a model built, a file read, a name below accessed), not with
+the plugin, so that `revzoo list` and `revzoo info` start without it.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 import revzoo
 
-from .adapter import config_from_timm, from_timm, to_timm
-from .branches import AttentionBranch, MlpBranch
-from .checkpoint import read_timm, revzoo_key_to_timm, timm_key_to_revzoo, write_timm
+from .branches import MASK_ROUTES, AttentionBranch, MlpBranch
 from .config import VARIANTS, build_timm_vit, variant_defaults
-from .model import MASK_ROUTES, RevViT
+
+if TYPE_CHECKING:
+    from .adapter import config_from_timm as config_from_timm
+    from .adapter import from_timm as from_timm
+    from .adapter import to_timm as to_timm
+    from .checkpoint import read_timm as read_timm
+    from .checkpoint import revzoo_key_to_timm as revzoo_key_to_timm
+    from .checkpoint import timm_key_to_revzoo as timm_key_to_revzoo
+    from .checkpoint import write_timm as write_timm
+    from .model import RevViT as RevViT
+
+# names whose modules import timm: imported on first access (PEP 562)
+_DEFERRED = {
+    "RevViT": ".model",
+    "config_from_timm": ".adapter",
+    "from_timm": ".adapter",
+    "to_timm": ".adapter",
+    "read_timm": ".checkpoint",
+    "revzoo_key_to_timm": ".checkpoint",
+    "timm_key_to_revzoo": ".checkpoint",
+    "write_timm": ".checkpoint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _DEFERRED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_DEFERRED[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def _on_call(name: str) -> Callable[..., Any]:
+    """Returns a function that imports `name` (with timm) when first called, then calls it."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return __getattr__(name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 __all__ = [
     "AttentionBranch",
@@ -86,8 +129,8 @@ def register_formats(register) -> None:
     register(revzoo.CheckpointFormat(
         name="timm",
         description="timm VisionTransformer state dict (.safetensors/.pth); pass the timm model name as model=",
-        read=read_timm,
-        write=write_timm,
+        read=_on_call("read_timm"),
+        write=_on_call("write_timm"),
     ))
 
 
@@ -97,6 +140,6 @@ def register_adapters(register) -> None:
     register(revzoo.Adapter(
         name="timm",
         description="a timm VisionTransformer instance as a revzoo ViT sharing its weights, and back",
-        wrap=from_timm,
-        unwrap=to_timm,
+        wrap=_on_call("from_timm"),
+        unwrap=_on_call("to_timm"),
     ))

@@ -13,10 +13,11 @@ import inspect
 import torch
 from torch import nn
 
-__all__ = ["ATTENTION_PARTS", "MLP_PARTS", "AttentionBranch", "MlpBranch", "accepts_attention_mask"]
+__all__ = ["ATTENTION_PARTS", "MASK_ROUTES", "MLP_PARTS", "AttentionBranch", "MlpBranch", "accepts_attention_mask"]
 
 ATTENTION_PARTS = ("norm1", "attn", "ls1", "drop_path1")
 MLP_PARTS = ("norm2", "mlp", "ls2", "drop_path2")
+MASK_ROUTES = {"attn_mask": "f", "is_causal": "f"}  # the mask reaches the attention branch only
 
 
 def accepts_attention_mask(attention: nn.Module) -> bool:

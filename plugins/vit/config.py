@@ -1,17 +1,19 @@
-"""The vit configs: the named variants, and RevViTs and plain timm ViTs built from timm names and kwargs."""
+"""The vit configs: the named variants, and RevViTs and plain timm ViTs built from timm names and kwargs.
+
+timm is imported when a model is built, not with this module, so `revzoo list` and `revzoo info` start without it.
+"""
 
 from __future__ import annotations
 
 import difflib
-from typing import Any
-
-import timm
-from timm.models import model_entrypoint
-from timm.models.vision_transformer import VisionTransformer
+from typing import TYPE_CHECKING, Any
 
 import revzoo
 
-from .model import RevViT, check_supported_vit
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
+
+    from .model import RevViT
 
 __all__ = ["VARIANTS", "build_timm_vit", "create_timm_vit", "variant_defaults"]
 
@@ -21,6 +23,9 @@ _VIT_MODULES = ("timm.models.vision_transformer", "timm.models.vision_transforme
 
 
 def _check_name(model_name: Any) -> None:
+    import timm
+    from timm.models import model_entrypoint
+
     if not isinstance(model_name, str) or not model_name:
         raise revzoo.ConfigError(
             f"timm model name {model_name!r} is not a name; use e.g. revzoo.create('timm/vit_small_patch16_224')"
@@ -49,6 +54,10 @@ def create_timm_vit(model_name: str, kwargs: dict[str, Any]) -> VisionTransforme
     Raises:
         revzoo.ConfigError: a non-ViT or unknown name, `pretrained=True`, `checkpoint_path`, or kwargs timm rejects.
     """
+    import timm
+
+    from .model import check_supported_vit
+
     _check_name(model_name)
     if kwargs.get("pretrained") or kwargs.get("checkpoint_path"):
         raise revzoo.ConfigError(
@@ -99,4 +108,6 @@ def build_timm_vit(*, form: str, model_name: str | None = None, **timm_kwargs: A
         raise revzoo.ConfigError(
             "the timm architecture needs a timm model name: revzoo.create('timm/vit_small_patch16_224')"
         )
+    from .model import RevViT
+
     return RevViT(create_timm_vit(model_name, timm_kwargs), form=form)

@@ -18,7 +18,7 @@ from torch import nn
 
 import revzoo
 
-from .branches import AttentionBranch, MlpBranch, accepts_attention_mask
+from .branches import MASK_ROUTES, AttentionBranch, MlpBranch, accepts_attention_mask
 
 __all__ = ["MASK_ROUTES", "STACK_PREFIX", "TIMM_ATTRIBUTES", "TIMM_MODULES", "RevViT", "check_supported_vit"]
 
@@ -35,7 +35,6 @@ TIMM_ATTRIBUTES = (
 )
 # Where the blocks live in RevViT's state dict: the stack attribute, then the engine's `blocks.{i}.f|g`.
 STACK_PREFIX = "blocks.blocks."
-MASK_ROUTES = {"attn_mask": "f", "is_causal": "f"}
 
 
 def check_supported_vit(vit: nn.Module) -> None:

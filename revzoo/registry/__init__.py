@@ -3,31 +3,64 @@
 Hook specifications, the validated specs plugins register, the plugin manager that loads
 entry points one by one, and `create`/`list_models` over what they registered. May import
 the engine, never the checkpoints or the benchmark.
+
+Names are imported on first use (PEP 562): `revzoo.hookimpl`, which plugins use at import
+time, costs only pluggy.
 """
 
 from __future__ import annotations
 
-from ._adapt import from_timm as from_timm
-from ._adapt import get_adapter as get_adapter
-from ._adapt import to_timm as to_timm
-from ._adapt import unwrap as unwrap
-from ._adapt import wrap as wrap
-from ._plugins import loaded_registry as loaded_registry
-from ._plugins import register_plugin as register_plugin
-from ._plugins import unregister_plugin as unregister_plugin
-from ._registry import create as create
-from ._registry import default_form as default_form
-from ._registry import get_architecture as get_architecture
-from ._registry import get_format as get_format
-from ._registry import list_formats as list_formats
-from ._registry import list_models as list_models
-from ._registry import plugins_info as plugins_info
-from ._registry import resolve as resolve
-from ._spec import Adapter as Adapter
-from ._spec import ArchSpec as ArchSpec
-from ._spec import CheckpointFormat as CheckpointFormat
-from ._spec import ImportedCheckpoint as ImportedCheckpoint
+from typing import TYPE_CHECKING
+
+from .._lazy import attach
 from .hookspecs import hookimpl as hookimpl
+
+_EXPORTS = {
+    "from_timm": "._adapt",
+    "get_adapter": "._adapt",
+    "to_timm": "._adapt",
+    "unwrap": "._adapt",
+    "wrap": "._adapt",
+    "loaded_registry": "._plugins",
+    "register_plugin": "._plugins",
+    "unregister_plugin": "._plugins",
+    "create": "._registry",
+    "default_form": "._registry",
+    "get_architecture": "._registry",
+    "get_format": "._registry",
+    "list_formats": "._registry",
+    "list_models": "._registry",
+    "plugins_info": "._registry",
+    "resolve": "._registry",
+    "Adapter": "._spec",
+    "ArchSpec": "._spec",
+    "CheckpointFormat": "._spec",
+    "ImportedCheckpoint": "._spec",
+}
+
+__getattr__, __dir__ = attach(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from ._adapt import from_timm as from_timm
+    from ._adapt import get_adapter as get_adapter
+    from ._adapt import to_timm as to_timm
+    from ._adapt import unwrap as unwrap
+    from ._adapt import wrap as wrap
+    from ._plugins import loaded_registry as loaded_registry
+    from ._plugins import register_plugin as register_plugin
+    from ._plugins import unregister_plugin as unregister_plugin
+    from ._registry import create as create
+    from ._registry import default_form as default_form
+    from ._registry import get_architecture as get_architecture
+    from ._registry import get_format as get_format
+    from ._registry import list_formats as list_formats
+    from ._registry import list_models as list_models
+    from ._registry import plugins_info as plugins_info
+    from ._registry import resolve as resolve
+    from ._spec import Adapter as Adapter
+    from ._spec import ArchSpec as ArchSpec
+    from ._spec import CheckpointFormat as CheckpointFormat
+    from ._spec import ImportedCheckpoint as ImportedCheckpoint
 
 __all__ = [
     "Adapter",
