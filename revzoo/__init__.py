@@ -26,6 +26,7 @@ _EXPORTS = {
     "read_metadata": ".checkpoints",
     "save": ".checkpoints",
     "BlockReport": ".engine",
+    "BottleneckAdapter": ".engine",
     "Coupling": ".engine",
     "ReversibilityReport": ".engine",
     "ReversibleSequence": ".engine",
@@ -57,6 +58,7 @@ _EXPORTS = {
     "list_models": ".registry",
     "plugins_info": ".registry",
     "register_plugin": ".registry",
+    "reversibilize": ".registry",
     "to_timm": ".registry",
     "unregister_plugin": ".registry",
     "unwrap": ".registry",
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
     from .checkpoints import read_metadata as read_metadata
     from .checkpoints import save as save
     from .engine import BlockReport as BlockReport
+    from .engine import BottleneckAdapter as BottleneckAdapter
     from .engine import Coupling as Coupling
     from .engine import ReversibilityReport as ReversibilityReport
     from .engine import ReversibleSequence as ReversibleSequence
@@ -105,6 +108,7 @@ if TYPE_CHECKING:
     from .registry import list_models as list_models
     from .registry import plugins_info as plugins_info
     from .registry import register_plugin as register_plugin
+    from .registry import reversibilize as reversibilize
     from .registry import to_timm as to_timm
     from .registry import unregister_plugin as unregister_plugin
     from .registry import unwrap as unwrap
@@ -114,6 +118,7 @@ __all__ = [
     "Adapter",
     "ArchSpec",
     "BlockReport",
+    "BottleneckAdapter",
     "CheckpointError",
     "CheckpointFormat",
     "ConfigError",
@@ -148,6 +153,7 @@ __all__ = [
     "read_foreign",
     "read_metadata",
     "register_plugin",
+    "reversibilize",
     "save",
     "set_execution",
     "set_form",

@@ -70,10 +70,35 @@ def _cmd_plugins(args: argparse.Namespace) -> None:
 def _cmd_convert(args: argparse.Namespace) -> None:
     from . import checkpoints
 
+    if args.preserve:
+        _convert_preserving(args)
+        return
+    if args.scale is not None or args.adapter_dim is not None or args.no_exact:
+        raise RevzooError("--scale, --adapter-dim and --no-exact only apply with --preserve")
+    if checkpoints.read_metadata(args.src).get("coupling") and args.to == "sequential":
+        print("note: the adapters stay in the file, unused by the sequential form (the pretrained blocks' function); "
+              "converting back to reversible restores them")
     path = checkpoints.convert(args.src, args.dst, args.to, overwrite=args.overwrite, max_shard_size=args.max_shard_size)
     print(f"wrote {path} (form {args.to}); the tensors are unchanged, but the two forms compute different functions")
     if args.probe:
         print(f"probe: max |reversible - sequential| output difference = {checkpoints.probe_forms(path):.3e}")
+
+
+def _convert_preserving(args: argparse.Namespace) -> None:
+    from . import checkpoints
+
+    if args.to != "reversible":
+        raise RevzooError("--preserve converts a trained sequential model to the reversible form: use --to reversible")
+    options = {
+        "scale": 0.125 if args.scale is None else args.scale,
+        "adapter_dim": 16 if args.adapter_dim is None else args.adapter_dim,
+    }
+    path, change = checkpoints.convert_preserving(
+        args.src, args.dst, **options, exact=not args.no_exact, overwrite=args.overwrite, max_shard_size=args.max_shard_size
+    )
+    measured = "" if change is None else f"; max |output change| on the example call = {change:.3e}"
+    print(f"wrote {path} (reversible, preserving: λ = β = {options['scale']}, adapters of width "
+          f"{options['adapter_dim']}, exact={not args.no_exact}){measured}")
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -136,6 +161,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("dst")
     sub.add_argument("--to", required=True, choices=("reversible", "sequential"))
     sub.add_argument("--probe", action="store_true", help="run both forms on a seeded input and print the difference")
+    sub.add_argument("--preserve", action="store_true",
+                     help="keep the trained sequential function: MEFT coupling with zero adapters (revzoo.reversibilize)")
+    sub.add_argument("--scale", type=float, help="with --preserve: λ = β (default 0.125; exact needs 1/2 ... 1/256)")
+    sub.add_argument("--adapter-dim", type=int, help="with --preserve: the adapters' bottleneck width (default 16)")
+    sub.add_argument("--no-exact", action="store_true", help="with --preserve: float inversion instead of exact")
     sub.add_argument("--max-shard-size", metavar="SIZE",
                      help="write Hugging Face-style shards of at most SIZE (KB, MB, GB or TB, e.g. 500MB) plus an index")
     sub.add_argument("--overwrite", action="store_true")

@@ -87,9 +87,11 @@ SMALL = {"img_size": 64}  # what `revzoo bench` measures: the variant's width, 1
 
 
 def example_images(model: RevViT, generator: torch.Generator) -> tuple[tuple, dict]:
-    """Returns `((images,), {})`: four seeded random images of the size and channels `model` takes."""
+    """Returns `((images,), {})`: four seeded random images of the size, channels, dtype and device `model` takes."""
     height, width = model.patch_embed.img_size
-    return (torch.randn(4, model.in_chans, height, width, generator=generator),), {}
+    weight = model.patch_embed.proj.weight
+    images = torch.randn(4, model.in_chans, height, width, generator=generator, dtype=weight.dtype)
+    return (images.to(weight.device),), {}
 
 
 @revzoo.hookimpl

@@ -13,9 +13,11 @@ from ._checkpoint import probe_forms as probe_forms
 from ._checkpoint import read_metadata as read_metadata
 from ._checkpoint import save as save
 from ._foreign import read_foreign as read_foreign
+from ._preserve import convert_preserving as convert_preserving
 
 __all__ = [
     "convert",
+    "convert_preserving",
     "export_checkpoint",
     "import_checkpoint",
     "load",

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .._version import LAYOUT_VERSION, __version__
-from ..engine import FORMS, get_form
+from ..engine import FORMS, apply_coupling_record, coupling_record, get_form
 from ..errors import CheckpointError
 from ..registry import create, get_format, resolve
 from ._foreign import read_foreign, tensor_items
@@ -37,6 +37,10 @@ def _metadata(model: nn.Module, aliases: Mapping[str, str]) -> dict[str, str]:
             f"{type(model).__name__} was not built by revzoo.create (it has no revzoo_architecture/revzoo_config); "
             "save its state_dict with safetensors instead"
         )
+    try:
+        coupling = coupling_record(model)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
     return {
         "format": "pt",
         _KEY + "architecture": architecture,
@@ -45,6 +49,7 @@ def _metadata(model: nn.Module, aliases: Mapping[str, str]) -> dict[str, str]:
         _KEY + "version": __version__,
         _KEY + "layout_version": str(LAYOUT_VERSION),
         _KEY + "aliases": json.dumps(dict(aliases), sort_keys=True),
+        **({_KEY + "coupling": json.dumps(coupling, sort_keys=True)} if coupling else {}),
     }
 
 
@@ -111,6 +116,7 @@ def _parse_metadata(raw: Mapping[str, str], path: Path) -> dict[str, Any]:
         layout = int(raw.get(_KEY + "layout_version", "1"))
         config = json.loads(raw[_KEY + "config"])
         aliases = json.loads(raw.get(_KEY + "aliases", "{}"))
+        coupling = json.loads(raw.get(_KEY + "coupling", "null"))
     except (ValueError, KeyError) as err:
         raise CheckpointError(f"{path}: corrupt revzoo metadata ({err})") from err
     if layout > LAYOUT_VERSION:
@@ -124,6 +130,7 @@ def _parse_metadata(raw: Mapping[str, str], path: Path) -> dict[str, Any]:
         "config": config,
         "version": raw.get(_KEY + "version"),
         "aliases": aliases,
+        "coupling": coupling,  # per stack: scales, swap, output, start, exact, adapter (see coupling_record)
     }
 
 
@@ -159,9 +166,20 @@ def load(
             meta = _parse_metadata(raw, path)
             if architecture is not None and resolve(architecture)[0].name != meta["architecture"]:
                 raise CheckpointError(f"{path}: holds a {meta['architecture']!r} model, not {architecture!r}")
-        model = create(meta["architecture"], form=form or meta["form"], **meta["config"])
+        model = _build(meta, form or meta["form"], path)
         fit_tensors(model, source, str(path), meta["aliases"])
     return model.to(device=device, dtype=dtype)
+
+
+def _build(meta: Mapping[str, Any], form: str | None, path: Path) -> nn.Module:
+    """Creates the file's model in `form`, with the couplings and adapters its metadata records."""
+    model = create(meta["architecture"], form=form, **meta["config"])
+    if meta.get("coupling"):
+        try:
+            apply_coupling_record(model, meta["coupling"])
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from err
+    return model
 
 
 def convert(
@@ -190,7 +208,7 @@ def convert(
             supported = ", ".join(spec.forms)
             raise CheckpointError(f"{src}: architecture {spec.name!r} has no {to!r} form; it supports {supported}")
         with torch.device("meta"):  # checks the tensors fit the architecture without allocating it
-            model = create(spec.name, form=to, **meta["config"])
+            model = _build(meta, to, src)
         check_fit(model, source, str(src), meta["aliases"])
     metadata = {"format": "pt", **raw, _KEY + "form": to}
     tensors = {tensor.name: tensor for tensor in stored_tensors(src)}

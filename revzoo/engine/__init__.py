@@ -6,12 +6,15 @@ and `check_reversible`. Imports torch only: nothing from the rest of revzoo.
 
 from __future__ import annotations
 
+from ._adapter import BottleneckAdapter as BottleneckAdapter
 from ._arith import Coupling as Coupling
 from ._check import BlockReport as BlockReport
 from ._check import ReversibilityReport as ReversibilityReport
 from ._check import check_reversible as check_reversible
 from ._layout import StreamLayout as StreamLayout
 from ._model import ZooModel as ZooModel
+from ._record import apply_coupling_record as apply_coupling_record
+from ._record import coupling_record as coupling_record
 from ._routes import RoutesArg as RoutesArg
 from ._sequence import EXECUTIONS as EXECUTIONS
 from ._sequence import FORMS as FORMS
@@ -27,6 +30,7 @@ __all__ = [
     "EXECUTIONS",
     "FORMS",
     "BlockReport",
+    "BottleneckAdapter",
     "Coupling",
     "Execution",
     "Form",
@@ -35,7 +39,9 @@ __all__ = [
     "RoutesArg",
     "StreamLayout",
     "ZooModel",
+    "apply_coupling_record",
     "check_reversible",
+    "coupling_record",
     "get_execution",
     "get_form",
     "set_execution",

@@ -24,6 +24,8 @@ _EXPORTS = {
     "loaded_registry": "._plugins",
     "register_plugin": "._plugins",
     "unregister_plugin": "._plugins",
+    "preserving_coupling": "._preserve",
+    "reversibilize": "._preserve",
     "create": "._registry",
     "default_form": "._registry",
     "get_architecture": "._registry",
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from ._plugins import loaded_registry as loaded_registry
     from ._plugins import register_plugin as register_plugin
     from ._plugins import unregister_plugin as unregister_plugin
+    from ._preserve import preserving_coupling as preserving_coupling
+    from ._preserve import reversibilize as reversibilize
     from ._registry import create as create
     from ._registry import default_form as default_form
     from ._registry import get_architecture as get_architecture
@@ -78,8 +82,10 @@ __all__ = [
     "list_models",
     "loaded_registry",
     "plugins_info",
+    "preserving_coupling",
     "register_plugin",
     "resolve",
+    "reversibilize",
     "to_timm",
     "unregister_plugin",
     "unwrap",

@@ -39,7 +39,9 @@ class ArchSpec:
     overrides reach the builder instead of raising (for wrappers such as timm's models).
     `example_inputs(model, generator)` returns `(args, kwargs)` of a small seeded call, used
     by `revzoo convert --probe`, `revzoo bench` and the model cards. `small` holds the
-    overrides of a small instance, which `revzoo bench` measures.
+    overrides of a small instance, which `revzoo bench` measures. `not_preservable` says why
+    `revzoo.reversibilize` cannot turn a trained sequential model of this architecture into
+    a reversible one of nearly the same function (None: each block becomes `F` as it is).
     """
 
     name: str
@@ -55,6 +57,7 @@ class ArchSpec:
     open_config: bool = False
     example_inputs: Callable[[nn.Module, torch.Generator], tuple[tuple, dict]] | None = None
     small: Mapping[str, Any] = field(default_factory=dict)
+    not_preservable: str | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, "architecture")
@@ -78,6 +81,8 @@ class ArchSpec:
         if unknown and not self.open_config:
             raise PluginError(f"architecture {self.name!r}: small names unknown config keys {unknown}")
         object.__setattr__(self, "small", MappingProxyType(dict(self.small)))
+        if self.not_preservable is not None and (not isinstance(self.not_preservable, str) or not self.not_preservable):
+            raise PluginError(f"architecture {self.name!r}: not_preservable must be a reason (a non-empty str) or None")
         object.__setattr__(self, "forms", tuple(self.forms))
         object.__setattr__(self, "aliases", tuple(self.aliases))
 

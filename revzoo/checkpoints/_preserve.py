@@ -1,0 +1,52 @@
+"""`revzoo convert --preserve`: a trained sequential checkpoint into a reversible one of nearly the same function."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from ..registry import get_architecture, reversibilize
+from ._checkpoint import load, save
+from ._io import check_output, require_file
+
+__all__ = ["convert_preserving"]
+
+
+def convert_preserving(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    scale: float = 0.125,
+    adapter_dim: int = 16,
+    exact: bool = True,
+    overwrite: bool = False,
+    max_shard_size: int | str | None = None,
+) -> tuple[Path, float | None]:
+    """Writes `src`'s model converted by `revzoo.reversibilize`; returns the path and the largest output change.
+
+    The change is measured on the architecture's example call, sequential form against the
+    converted model (None when the architecture registers no example).
+    """
+    src = require_file(src)
+    check_output(src, dst, overwrite)
+    model = load(src, form="sequential").eval()
+    if any(".adapter." in name for name in model.state_dict()):
+        raise CheckpointError(f"{src}: already converted (it has adapters); convert the original sequential file")
+    spec = get_architecture(model.revzoo_architecture)
+
+    def output() -> torch.Tensor | None:
+        if spec.example_inputs is None:
+            return None
+        args, kwargs = spec.example_inputs(model, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            out = model(*args, **kwargs)
+        return (out[0] if isinstance(out, tuple) else out).double()
+
+    before = output()
+    reversibilize(model, scale=scale, adapter_dim=adapter_dim, exact=exact)
+    after = output()
+    change = None if before is None else (after - before).abs().max().item()
+    return save(model, dst, max_shard_size=max_shard_size), change
