@@ -169,7 +169,7 @@ def test_a_really_read_only_directory_is_one_line(tmp_path, saved, capsys) -> No
     assert code == 2 and "Permission denied" in err and list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("shard", [None, "200"])
+@pytest.mark.parametrize("shard", [None, "0.2KB"])
 def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, saved, capsys, monkeypatch, shard) -> None:
     full = OSError(errno.ENOSPC, "No space left on device")
     calls = []
