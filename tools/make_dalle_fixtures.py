@@ -42,7 +42,7 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def _stub_unused_imports() -> None:
+def stub_unused_imports() -> None:
     """dalle_pytorch imports loaders for pretrained VAEs and pkg_resources at import time; DALLE uses neither."""
     for name in ("requests", "omegaconf", "taming", "taming.models", "taming.models.vqgan"):
         sys.modules.setdefault(name, types.ModuleType(name))
@@ -72,7 +72,7 @@ def _conv_attention_reference() -> dict[str, Any]:
 
 
 def main() -> None:
-    _stub_unused_imports()
+    stub_unused_imports()
     from dalle_pytorch import DALLE, DiscreteVAE
     from dalle_pytorch.version import __version__
 

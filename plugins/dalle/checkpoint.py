@@ -21,6 +21,7 @@ import revzoo
 
 from .config import DEFAULTS, build_dalle
 from .rotary import dalle_rotary_table
+from .tokenizer import CLIP_VOCAB_SHA256, tokenizer_from_file, tokenizer_record
 
 __all__ = ["UPSTREAM_DALLE_DEFAULTS", "config_from_checkpoint", "read_dalle_pytorch", "write_dalle_pytorch"]
 
@@ -155,13 +156,21 @@ def _check_rotary_table(stored: torch.Tensor | None, config: Mapping[str, Any]) 
               f"hparams {tuple(derived.shape)}; was it made with another rotary-embedding-torch?")
 
 
-def read_dalle_pytorch(obj: Any, **options: Any) -> revzoo.ImportedCheckpoint:
-    """Reads a DALLE-pytorch training-script checkpoint (loaded without pickle) into revzoo's "dalle" layout."""
+def read_dalle_pytorch(obj: Any, *, bpe_path: str | None = None, **options: Any) -> revzoo.ImportedCheckpoint:
+    """Reads a DALLE-pytorch training-script checkpoint (loaded without pickle) into revzoo's "dalle" layout.
+
+    The model records CLIP's BPE as its tokenizer, as upstream's generate.py assumes, unless
+    `bpe_path` names the vocabulary file it was trained with (`.json`: tokenizers, else YouTokenToMe).
+    """
     if options:
-        _fail(f"format dalle-pytorch takes no options, got {sorted(options)}")
+        _fail(f"format dalle-pytorch takes only the option bpe_path, got {sorted(options)}")
+    tokenizer = {"tokenizer": "clip", "tokenizer_sha256": CLIP_VOCAB_SHA256}
+    if bpe_path is not None:
+        tokenizer = tokenizer_record(tokenizer_from_file(bpe_path))
     if not isinstance(obj, Mapping):
         _fail(f"not a DALLE-pytorch checkpoint: expected the training script's dict, got {type(obj).__name__}")
     config, form = config_from_checkpoint(obj)
+    config.update(tokenizer)
     try:
         with torch.device("meta"):
             expected = build_dalle(form=form, **config).state_dict()

@@ -11,6 +11,7 @@ import revzoo
 from .model import Dalle
 from .patterns import ATTENTION_TYPES
 from .rotary import rotary_width
+from .tokenizer import TOKENIZER_KINDS
 from .transformer import DalleTransformer
 from .vae import DiscreteVAE
 
@@ -47,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "vae_hidden_dim": 64,
     "vae_num_resnet_blocks": 0,
     "vae_channels": 3,
+    "tokenizer": "clip",
+    "tokenizer_sha256": None,
 }
 
 
@@ -119,6 +122,11 @@ def build_dalle(*, form: str = "reversible", **config: Any) -> Dalle:
     for name in ("stable", "sandwich_norm", "shift_tokens", "rotary_emb", "share_input_output_emb"):
         if not isinstance(config[name], bool):
             _fail(f"{name} must be true or false, got {config[name]!r}")
+    if config["tokenizer"] not in TOKENIZER_KINDS:
+        _fail(f"tokenizer must be one of {', '.join(map(repr, TOKENIZER_KINDS))}, got {config['tokenizer']!r}")
+    sha256 = config["tokenizer_sha256"]
+    if sha256 is not None and (not isinstance(sha256, str) or len(sha256) != 64):
+        _fail(f"tokenizer_sha256 must be None or a sha256 hex digest of the vocabulary file, got {sha256!r}")
     loss_img_weight = config["loss_img_weight"]
     if isinstance(loss_img_weight, bool) or not isinstance(loss_img_weight, (int, float)) or loss_img_weight < 0:
         _fail(f"loss_img_weight must be a number >= 0, got {loss_img_weight!r}")
@@ -144,4 +152,5 @@ def build_dalle(*, form: str = "reversible", **config: Any) -> Dalle:
         text_seq_len=config["text_seq_len"], num_image_tokens=config["num_image_tokens"], vae=vae,
         loss_img_weight=float(loss_img_weight), stable=config["stable"],
         share_input_output_emb=config["share_input_output_emb"],
+        tokenizer=config["tokenizer"], tokenizer_sha256=sha256,
     )

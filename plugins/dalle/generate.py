@@ -5,6 +5,7 @@ Bound as `Dalle.generate_images`; takes the model as a plain module so that mode
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -41,7 +42,7 @@ def _guided_logits(model: nn.Module, text: torch.Tensor, image: torch.Tensor, co
 @torch.no_grad()
 def generate_images(
     model: nn.Module,
-    text: torch.Tensor,
+    text: torch.Tensor | str | Sequence[str],
     *,
     filter_thres: float = 0.5,
     temperature: float = 1.0,
@@ -50,13 +51,19 @@ def generate_images(
     num_init_img_tokens: int | None = None,
     use_cache: bool = True,
     return_tokens: bool = False,
+    truncate_text: bool = False,
 ) -> torch.Tensor:
-    """Samples the image tokens for `text` (batch, text_seq_len); returns decoded images, or the ids.
+    """Samples the image tokens for `text`; returns decoded images, or the ids.
+
+    `text` is ids (batch, text_seq_len) or captions (a string or a list), which the model's
+    tokenizer turns into ids (`truncate_text` cuts an over-long caption instead of refusing it).
 
     `img` (images for the VAE, or token ids) primes the first `num_init_img_tokens` image
     tokens (default: 7/16 of the grid, as OpenAI primed 14 of 32 rows). With the same seed,
     `use_cache` changes the speed only, not the tokens.
     """
+    if isinstance(text, str) or (isinstance(text, Sequence) and not isinstance(text, torch.Tensor)):
+        text = model.tokenize(text, truncate_text=truncate_text)
     was_training = model.training
     model.eval()
     try:

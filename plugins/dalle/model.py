@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -11,6 +13,14 @@ from torch import nn
 import revzoo
 
 from .generate import generate_images
+from .tokenizer import (
+    CaptionTokenizer,
+    TokenizerError,
+    check_matches,
+    recorded_tokenizer,
+    tokenizer_from_file,
+    tokenizer_record,
+)
 from .transformer import DalleTransformer
 from .vae import DiscreteVAE
 
@@ -54,6 +64,8 @@ class Dalle(revzoo.ZooModel):
         loss_img_weight: float = 7.0,
         stable: bool = False,
         share_input_output_emb: bool = False,
+        tokenizer: str = "clip",
+        tokenizer_sha256: str | None = None,
     ) -> None:
         super().__init__()
         image_fmap_size = transformer.image_size
@@ -67,6 +79,9 @@ class Dalle(revzoo.ZooModel):
         self.loss_img_weight = loss_img_weight
         self.stable = stable
         self.share_input_output_emb = share_input_output_emb
+        self.tokenizer_kind = tokenizer
+        self.tokenizer_sha256 = tokenizer_sha256
+        self._tokenizer: CaptionTokenizer | None = None
 
         self.vae = vae
         if vae is not None:
@@ -88,6 +103,39 @@ class Dalle(revzoo.ZooModel):
         self.register_buffer("logits_mask", is_text_position != is_text_token, persistent=False)
 
     generate_images = generate_images
+
+    @property
+    def tokenizer(self) -> CaptionTokenizer:
+        """The caption tokenizer the model records; CLIP's is built on first use, file kinds need `use_tokenizer`."""
+        if self._tokenizer is None:
+            self._tokenizer = recorded_tokenizer(self.tokenizer_kind, self.tokenizer_sha256)
+        return self._tokenizer
+
+    def use_tokenizer(self, tokenizer: CaptionTokenizer | str | os.PathLike, *, record: bool = False) -> None:
+        """Attaches a tokenizer (or a vocabulary file's: `.json` for `tokenizers`, else YouTokenToMe).
+
+        It must be the one the model records, unless `record` makes it that one (saved with the model).
+        """
+        if not isinstance(tokenizer, CaptionTokenizer):
+            tokenizer = tokenizer_from_file(tokenizer)
+        if record:
+            self.tokenizer_kind, self.tokenizer_sha256 = tokenizer.kind, tokenizer.sha256
+            if getattr(self, "revzoo_config", None) is not None:
+                self.revzoo_config = {**self.revzoo_config, **tokenizer_record(tokenizer)}
+        else:
+            check_matches(tokenizer, self.tokenizer_kind, self.tokenizer_sha256)
+        self._tokenizer = tokenizer
+
+    def tokenize(self, texts: str | Sequence[str], *, truncate_text: bool = False) -> torch.Tensor:
+        """Returns the caption ids (batch, text_seq_len) the model takes, on its device."""
+        tokenizer = self.tokenizer
+        vocabulary = self.num_text_tokens - self.text_seq_len
+        if tokenizer.vocab_size > vocabulary:
+            raise TokenizerError(
+                f"the {tokenizer.kind} tokenizer has {tokenizer.vocab_size} ids but this model only "
+                f"num_text_tokens={vocabulary}; build it with num_text_tokens={tokenizer.vocab_size} to prompt it"
+            )
+        return tokenizer.tokenize(texts, self.text_seq_len, truncate_text).to(self.logits_mask.device)
 
     def embed_text(self, text: torch.Tensor) -> torch.Tensor:
         if self.share_input_output_emb:

@@ -1,8 +1,9 @@
 """`revzoo demo`: the whole life of a small reversible DALL-E in under two minutes on a CPU.
 
-Creates `dalle-rev` with its discrete VAE, trains it a few steps on synthetic captioned
-shapes, measures one training step's peak memory in both forms, saves, converts to the
-sequential form and back, reloads, and writes a grid of images generated from captions.
+Creates `dalle-rev` with its discrete VAE and CLIP's caption tokenizer (DALLE-pytorch's
+default), trains it a few steps on synthetic captioned shapes, measures one training
+step's peak memory in both forms, saves, converts to the sequential form and back,
+reloads, and writes a grid of images generated from the captions.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ __all__ = ["run_demo"]
 
 COLOURS = {"red": (1.0, 0.1, 0.1), "green": (0.1, 0.8, 0.2), "blue": (0.2, 0.3, 1.0), "yellow": (1.0, 0.9, 0.1)}
 SHAPES = ("square", "disc", "bar")
-WORDS = ["<pad>", *COLOURS, *SHAPES]
-CONFIG = dict(dim=64, depth=4, heads=4, dim_head=16, num_text_tokens=len(WORDS), text_seq_len=4, image_size=32,
+CLIP_VOCAB_SIZE = 49408
+CONFIG = dict(dim=64, depth=4, heads=4, dim_head=16, num_text_tokens=CLIP_VOCAB_SIZE, text_seq_len=4, image_size=32,
               num_image_tokens=64, vae_num_layers=2, vae_hidden_dim=32, vae_codebook_dim=64, attn_dropout=0.1,
               ff_dropout=0.1)
 VAE_STEPS, STEPS, BATCH = 200, 250, 12
@@ -44,13 +45,10 @@ def _draw(colour: str, shape: str, size: int = 32) -> torch.Tensor:
     return torch.where(inside, torch.tensor(COLOURS[colour])[:, None, None], image)
 
 
-def captioned_shapes() -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Returns captions, their token ids (n, text_seq_len) and images (n, 3, 32, 32)."""
-    captions = [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
-    ids = torch.tensor([[WORDS.index(word) for word in caption.split()] for caption in captions])
-    text = torch.nn.functional.pad(ids, (0, CONFIG["text_seq_len"] - ids.shape[1]))
-    images = torch.stack([_draw(*caption.split()) for caption in captions])
-    return captions, text, images
+def captioned_shapes() -> tuple[list[str], torch.Tensor]:
+    """Returns captions ("a red square", ...) and their images (n, 3, 32, 32)."""
+    pairs = [(colour, shape) for colour in COLOURS for shape in SHAPES]
+    return [f"a {colour} {shape}" for colour, shape in pairs], torch.stack([_draw(*pair) for pair in pairs])
 
 
 def _progress(iterable, total: int, description: str):
@@ -89,7 +87,8 @@ def measure_step_memory(form: str) -> int:
 
     torch.manual_seed(0)
     model = create("dalle", form=form, **CONFIG)
-    _, text, images = captioned_shapes()
+    captions, images = captioned_shapes()
+    text = model.tokenize(captions)
     text, images = text.repeat(2, 1)[:BATCH], images.repeat(2, 1, 1, 1)[:BATCH]
     tokens = model.image_tokens(images)
     for param in model.parameters():
@@ -103,10 +102,12 @@ def run_demo(out_dir: str = "revzoo-demo", steps: int = STEPS, vae_steps: int = 
     """Runs the demo, writing checkpoints and `generated.png` under `out_dir`."""
     out = _writable_directory(Path(out_dir))
     torch.manual_seed(0)
-    captions, text, images = captioned_shapes()
+    captions, images = captioned_shapes()
     model = create("dalle-rev", **CONFIG)
     parameters = sum(p.numel() for p in model.parameters())
     print(f"created dalle-rev: {parameters / 1e6:.2f} M parameters, depth {CONFIG['depth']}, with a discrete VAE")
+    text = model.tokenize(captions)  # CLIP's BPE, as DALLE-pytorch tokenizes captions
+    print(f"tokenized {len(captions)} captions with {model.tokenizer.kind}'s BPE: {captions[0]!r} -> {text[0].tolist()}")
 
     _train_vae(model.vae, images, vae_steps)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
@@ -134,7 +135,7 @@ def run_demo(out_dir: str = "revzoo-demo", steps: int = STEPS, vae_steps: int = 
 
     torch.manual_seed(1)
     with torch.no_grad():
-        generated = reloaded.generate_images(text, filter_thres=0.9)
+        generated = reloaded.generate_images(captions, filter_thres=0.9)
     grid = out / "generated.png"
     _save_grid(torch.cat([images, (generated * 0.5 + 0.5).clamp(0, 1)]), grid, columns=len(captions))
     print(f"wrote {grid}: top row the training images, bottom row generated from the captions:")
