@@ -129,6 +129,32 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from .bench._grid import check_grid_path, save_grid
+
+    check_grid_path(args.out, args.file, args.overwrite)
+    model = checkpoints.load(args.file, device=args.device)
+    if not callable(getattr(model, "generate_images", None)):
+        raise RevzooError(f"{args.file} holds a {model.revzoo_architecture!r} model, which does not generate images")
+    if args.bpe_path:
+        model.use_tokenizer(args.bpe_path)
+    if args.num < 1:
+        raise RevzooError(f"--num must be at least 1, got {args.num}")
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    captions = [caption for caption in args.captions for _ in range(args.num)]
+    images = model.generate_images(
+        captions, filter_thres=args.filter_thres, temperature=args.temperature, cond_scale=args.cond_scale,
+        truncate_text=args.truncate, progress=sys.stderr.isatty(),
+    )
+    if images.dim() != 4:
+        raise RevzooError(f"{args.file} has no VAE to decode its image tokens; give it one (see README, DALL-E's VAE)")
+    print(f"wrote {save_grid(images, args.out, columns=args.num)}: "
+          f"{args.num} image(s) per caption, one row per caption")
+
+
 def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench._bench import main as bench_main
 
@@ -187,6 +213,21 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("dst")
     sub.add_argument("--overwrite", action="store_true")
     sub.set_defaults(run=_cmd_export)
+
+    sub = commands.add_parser("generate", help="generate images from captions with a DALL-E checkpoint")
+    sub.add_argument("file", help="a revzoo checkpoint of a model that generates images (e.g. dalle-rev)")
+    sub.add_argument("captions", nargs="+", metavar="CAPTION")
+    sub.add_argument("--num", type=int, default=4, help="images per caption (default 4)")
+    sub.add_argument("--seed", type=int, help="seed of the sampling, for repeatable images")
+    sub.add_argument("--temperature", type=float, default=1.0)
+    sub.add_argument("--filter-thres", type=float, default=0.9, help="top-k filter: keep the top (1 - F) of the logits")
+    sub.add_argument("--cond-scale", type=float, default=1.0, help="classifier-free guidance scale (1: none)")
+    sub.add_argument("--bpe-path", help="the vocabulary file the model was trained with (tokenizers .json, yttm .model)")
+    sub.add_argument("--truncate", action="store_true", help="cut captions longer than the model's text length")
+    sub.add_argument("--device", help="e.g. cuda (default: cpu)")
+    sub.add_argument("--out", default="generated.png", help="the image grid to write (default generated.png)")
+    sub.add_argument("--overwrite", action="store_true")
+    sub.set_defaults(run=_cmd_generate)
 
     sub = commands.add_parser("bench", help="measure memory against depth and step time of the forms (--help: its options)",
                               add_help=False)

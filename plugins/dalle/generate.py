@@ -5,11 +5,13 @@ Bound as `Dalle.generate_images`; takes the model as a plain module so that mode
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 __all__ = ["generate_images", "gumbel_sample", "top_k_filter"]
 
@@ -52,6 +54,7 @@ def generate_images(
     use_cache: bool = True,
     return_tokens: bool = False,
     truncate_text: bool = False,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Samples the image tokens for `text`; returns decoded images, or the ids.
 
@@ -60,7 +63,7 @@ def generate_images(
 
     `img` (images for the VAE, or token ids) primes the first `num_init_img_tokens` image
     tokens (default: 7/16 of the grid, as OpenAI primed 14 of 32 rows). With the same seed,
-    `use_cache` changes the speed only, not the tokens.
+    `use_cache` changes the speed only, not the tokens. `progress` shows a bar on stderr.
     """
     if isinstance(text, str) or (isinstance(text, Sequence) and not isinstance(text, torch.Tensor)):
         text = model.tokenize(text, truncate_text=truncate_text)
@@ -76,10 +79,13 @@ def generate_images(
                 raise ValueError(f"num_init_img_tokens must be in [0, {model.image_seq_len}), got {count}")
             image = primed[:, :count]
         cache: dict[str, Any] | None = {} if use_cache else None
-        while image.shape[1] < model.image_seq_len:
-            logits = _guided_logits(model, text, image, cond_scale, cache)
-            sample = gumbel_sample(top_k_filter(logits, filter_thres), temperature)
-            image = torch.cat((image, (sample - model.num_text_tokens)[:, None]), dim=1)
+        with tqdm(total=model.image_seq_len - image.shape[1], desc="generating", unit="token", disable=not progress,
+                  file=sys.stderr, leave=False) as bar:
+            while image.shape[1] < model.image_seq_len:
+                logits = _guided_logits(model, text, image, cond_scale, cache)
+                sample = gumbel_sample(top_k_filter(logits, filter_thres), temperature)
+                image = torch.cat((image, (sample - model.num_text_tokens)[:, None]), dim=1)
+                bar.update()
     finally:
         model.train(was_training)
     if return_tokens or model.vae is None:

@@ -81,14 +81,16 @@ def _train_vae(vae, images: torch.Tensor, steps: int) -> None:
     print(f"trained the discrete VAE {steps} steps: reconstruction loss {loss.item():.4f}")
 
 
-def measure_step_memory(form: str) -> int:
-    """Returns one training step's peak activation bytes for the demo model in `form` (run in its own process)."""
+def measure_step_memory(form: str, text: torch.Tensor) -> int:
+    """Returns one training step's peak activation bytes for the demo model in `form` (run in its own process).
+
+    `text` holds the tokenized captions, passed in so that this process does not load the tokenizer.
+    """
     from ._measure import measure_peak
 
     torch.manual_seed(0)
     model = create("dalle", form=form, **CONFIG)
-    captions, images = captioned_shapes()
-    text = model.tokenize(captions)
+    _, images = captioned_shapes()
     text, images = text.repeat(2, 1)[:BATCH], images.repeat(2, 1, 1, 1)[:BATCH]
     tokens = model.image_tokens(images)
     for param in model.parameters():
@@ -118,9 +120,9 @@ def run_demo(out_dir: str = "revzoo-demo", steps: int = STEPS, vae_steps: int = 
         loss = _train_step(model, text[pick], tokens[pick], optimizer)
     print(f"trained {steps} steps on {len(captions)} captioned shapes: final loss {loss.item():.3f}")
 
-    peaks = {
-        form: peak_in_subprocess("revzoo.bench._demo", ["--measure", form])["bytes"] for form in ("reversible", "sequential")
-    }
+    ids = json.dumps(text.tolist())
+    peaks = {form: peak_in_subprocess("revzoo.bench._demo", ["--measure", form, ids])["bytes"]
+             for form in ("reversible", "sequential")}
     print(f"peak memory of one training step: reversible {peaks['reversible'] / 2**20:.1f} MiB, "
           f"sequential {peaks['sequential'] / 2**20:.1f} MiB (x{peaks['reversible'] / peaks['sequential']:.2f}; "
           "the gap grows with depth)")
@@ -162,4 +164,4 @@ def _save_grid(images: torch.Tensor, path: Path, columns: int) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--measure"]:
-        print(json.dumps({"bytes": measure_step_memory(sys.argv[2])}))
+        print(json.dumps({"bytes": measure_step_memory(sys.argv[2], torch.tensor(json.loads(sys.argv[3])))}))
