@@ -132,6 +132,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 def _cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
+    from . import checkpoints
     from .bench._grid import check_grid_path, save_grid
 
     check_grid_path(args.out, args.file, args.overwrite)
