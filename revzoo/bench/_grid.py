@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints._io import atomic_write, check_output
+from ..checkpoints._io import check_output
+from ..checkpoints._write import atomic_write
 from ..errors import RevzooError
 
 __all__ = ["check_grid_path", "save_grid"]
