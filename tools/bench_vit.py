@@ -3,6 +3,7 @@ with and without timm's gradient checkpointing.
 
 Usage:
     python tools/bench_vit.py [--batch 32] [--img-size 224] [--rounds 5] [--model vit_small_patch16_224] [--memory-only]
+                              [--device cuda] [--precision bf16]
 
 Configurations (same weights, same batch, forward + cross-entropy + backward):
     timm       timm's VisionTransformer, plain autograd
@@ -15,6 +16,8 @@ parameter gradients exist (preallocated), VmRSS is the baseline, the peak is res
 /proc/self/clear_refs, one step runs, and the figure is VmHWM - baseline.
 Time: the three configurations alternate in one process (A B C A B C ...); the figure is the
 median over rounds of each configuration's time divided by timm's in the same round.
+On CUDA (`--device cuda`, bf16 autocast by default) the peak is torch.cuda.max_memory_allocated above
+the memory allocated before the step, measured in one process, and each step ends with a synchronize.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ import torch
 from revzoo_vit import from_timm
 from torch import nn
 
-from revzoo.bench._measure import measure_peak
+from revzoo.bench._measure import measure_cuda_peak, measure_peak
+from revzoo.bench._models import Setting
 
 CONFIGS = ("timm", "timm-ckpt", "rev")
 
@@ -46,17 +50,25 @@ def build(config: str, args: argparse.Namespace) -> nn.Module:
     if config == "timm-ckpt":
         vit.set_grad_checkpointing()
     model = from_timm(vit, form="reversible") if config == "rev" else vit
-    return model.train()
+    return model.train().to(args.device)
 
 
 def make_batch(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(args.batch, 3, args.img_size, args.img_size, generator=generator)
-    return images, torch.randint(0, 1000, (args.batch,), generator=generator)
+    labels = torch.randint(0, 1000, (args.batch,), generator=generator)
+    return images.to(args.device), labels.to(args.device)
 
 
-def step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
-    nn.functional.cross_entropy(model(images), labels).backward()
+def setting_of(args: argparse.Namespace) -> Setting:
+    return Setting(args.device, args.device != "cpu" if args.precision is None else args.precision == "bf16")
+
+
+def step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, setting: Setting) -> None:
+    with setting.autocast():
+        loss = nn.functional.cross_entropy(model(images), labels)
+    loss.backward()
+    setting.synchronize()
 
 
 def measure_memory(config: str, args: argparse.Namespace) -> dict:
@@ -65,17 +77,25 @@ def measure_memory(config: str, args: argparse.Namespace) -> dict:
     images, labels = make_batch(args)
     for param in model.parameters():
         param.grad = torch.zeros_like(param)
-    step(model, images, labels)  # warm-up: lazy allocations (thread pools, kernels) are not the step's
-    peak = measure_peak(lambda: step(model, images, labels))
+    setting = setting_of(args)
+    step(model, images, labels, setting)  # warm-up: lazy allocations (thread pools, kernels) are not the step's
+    if args.device.startswith("cuda"):
+        peak = measure_cuda_peak(lambda: step(model, images, labels, setting), args.device)
+    else:
+        peak = measure_peak(lambda: step(model, images, labels, setting))
     return {"config": config, "peak_step_mib": peak / 2**20}
 
 
 def memory_in_subprocesses(args: argparse.Namespace) -> dict[str, dict]:
+    if args.device.startswith("cuda"):  # the CUDA allocator counts live tensors exactly: no process of its own
+        return {config: measure_memory(config, args) for config in CONFIGS}
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     results = {}
     for config in CONFIGS:
         command = [sys.executable, __file__, "--measure-memory", config, "--batch", str(args.batch),
-                   "--img-size", str(args.img_size), "--model", args.model]
+                   "--img-size", str(args.img_size), "--model", args.model, "--device", args.device]
+        if args.precision:
+            command += ["--precision", args.precision]
         output = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
         results[config] = json.loads(output.strip().splitlines()[-1])
     return results
@@ -91,13 +111,14 @@ def time_ratios(args: argparse.Namespace) -> dict[str, dict]:
     """Alternates the configurations; returns median step seconds and median per-round ratio to timm."""
     models = {config: build(config, args) for config in CONFIGS}
     images, labels = make_batch(args)
+    setting = setting_of(args)
     for model in models.values():  # warm-up
-        step(model, images, labels)
+        step(model, images, labels, setting)
     seconds: dict[str, list[float]] = {config: [] for config in CONFIGS}
     for _ in range(args.rounds):
         for config, model in models.items():
             model.zero_grad(set_to_none=False)
-            seconds[config].append(timed(lambda m=model: step(m, images, labels)))
+            seconds[config].append(timed(lambda m=model: step(m, images, labels, setting)))
     return {
         config: {
             "median_s": statistics.median(seconds[config]),
@@ -123,6 +144,8 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--memory-only", action="store_true", help="skip the timing rounds")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--precision", choices=("float32", "bf16"), help="default: bf16 on cuda, float32 on cpu")
     parser.add_argument("--measure-memory", choices=CONFIGS, help=argparse.SUPPRESS)  # the child process's job
     args = parser.parse_args()
     if args.measure_memory:
@@ -130,7 +153,7 @@ def main() -> None:
         return
 
     print(f"{args.model}, batch {args.batch}, {args.img_size}px, torch {torch.__version__}, timm {timm.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, {setting_of(args).describe()}")
     print(f"sequential form vs timm, max |diff| of logits: {check_same_function(args):.2e}")
     memory = memory_in_subprocesses(args)
     times = {} if args.memory_only else time_ratios(args)

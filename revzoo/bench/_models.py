@@ -38,6 +38,7 @@ __all__ = [
     "gradient_difference",
     "reference_output",
     "stack_step",
+    "training_step",
 ]
 
 STACK_KINDS = ("sequential", "reversible", "checkpoint", "revlib", "memcnn")
@@ -218,7 +219,10 @@ def _to(value: Any, device: str) -> Any:
     return value
 
 
-def _training_step(model: nn.Module, args: tuple, kwargs: dict, setting: Setting) -> Callable[[], None]:
+def training_step(model: nn.Module, args: tuple, kwargs: dict, setting: Setting) -> Callable[[], None]:
+    """Returns one training step of `model` on these inputs: forward under the setting's autocast, the mean square
+    of every output that requires grad as the loss, backward, and a wait for the device."""
+
     def run() -> None:
         with setting.autocast():
             outputs = [t for t in _tensors(model(*args, **kwargs)) if t.requires_grad]
@@ -238,7 +242,7 @@ def stack_step(
     stack = build_stack(config, depth, kind)[0].to(setting.device)
     x = torch.randn(config.batch, config.seq, config.dim, generator=torch.Generator().manual_seed(0))
     x = x.to(setting.device).requires_grad_()  # revlib and memcnn give parameters no gradient otherwise
-    return stack, _training_step(stack, (x,), {}, setting)
+    return stack, training_step(stack, (x,), {}, setting)
 
 
 def arch_step(
@@ -255,4 +259,4 @@ def arch_step(
                 block.f, block.g = Checkpointed(block.f), Checkpointed(block.g)
     model.to(setting.device)
     args, kwargs = spec.example_inputs(model, torch.Generator().manual_seed(0))
-    return model, _training_step(model, _to(args, setting.device), _to(kwargs, setting.device), setting)
+    return model, training_step(model, _to(args, setting.device), _to(kwargs, setting.device), setting)
