@@ -18,6 +18,7 @@ ALLOWED = {
     "engine": set(),
     "registry": {"engine", "errors", "_lazy"},
     "checkpoints": {"engine", "registry", "errors", "_lazy", "_version"},
+    "compat": {"engine"},
     "bench": {"engine", "registry", "checkpoints", "errors", "_lazy", "_version"},
 }
 PLUGINS = {"revzoo_dalle": "plugins/dalle", "revzoo_lie": "plugins/lie", "revzoo_vit": "plugins/vit"}
