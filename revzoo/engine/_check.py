@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._buffers import BufferSlot
 from ._sequence import ReversibleSequence
 
 __all__ = ["BlockReport", "ReversibilityReport", "check_reversible"]
@@ -28,10 +29,16 @@ class BlockReport:
 
 @dataclass(frozen=True)
 class ReversibilityReport:
-    """Per-block errors plus the worst gradient difference anywhere (inputs and all parameters)."""
+    """Per-block errors, the worst gradient difference anywhere (inputs and all parameters), and buffers.
+
+    `mutated_buffers` names the buffers one call changes (BatchNorm's running statistics, ...);
+    `max_buffer_diff` is the largest difference between them after one "invert" and one "autograd" call.
+    """
 
     blocks: list[BlockReport] = field(default_factory=list)
     max_grad_diff: float = 0.0
+    mutated_buffers: tuple[str, ...] = ()
+    max_buffer_diff: float = 0.0
 
     @property
     def max_reconstruction_error(self) -> float:
@@ -49,8 +56,12 @@ class ReversibilityReport:
             f"{b.reconstruction_rel:>10.2e} {'yes' if b.bitwise else 'no':>7} {b.grad_diff:>10.2e}"
             for b in self.blocks
         ]
-        footer = f"max gradient difference (inputs and all parameters): {self.max_grad_diff:.2e}"
-        return "\n".join([header, *rows, footer])
+        footer = [f"max gradient difference (inputs and all parameters): {self.max_grad_diff:.2e}"]
+        if self.mutated_buffers:
+            shown = ", ".join(self.mutated_buffers[:4]) + (", ..." if len(self.mutated_buffers) > 4 else "")
+            footer.append(f"buffers changed by a call: {len(self.mutated_buffers)} ({shown})")
+            footer.append(f"max buffer difference after one call: {self.max_buffer_diff:.2e}")
+        return "\n".join([header, *rows, *footer])
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
@@ -75,6 +86,29 @@ def _gradients(model: nn.Module, inputs: tuple, kwargs: dict, seed: int, targets
     return list(torch.autograd.grad(loss, targets, allow_unused=True))
 
 
+class _Buffers:
+    """Every buffer of a model by name, with what it held when this was made, to compare with and go back to."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.slots: dict[str, BufferSlot] = {
+            f"{prefix}.{name}" if prefix else name: (owner, name)
+            for prefix, owner in model.named_modules()
+            for name, buf in owner._buffers.items()
+            if buf is not None
+        }
+        self.objects = {name: owner._buffers[key] for name, (owner, key) in self.slots.items()}
+        self.values = self.now()
+
+    def now(self) -> dict[str, torch.Tensor]:
+        return {name: owner._buffers[key].detach().clone() for name, (owner, key) in self.slots.items()}
+
+    def restore(self) -> None:
+        """Puts the original buffer objects back, holding their original values."""
+        with torch.no_grad():
+            for name, (owner, key) in self.slots.items():
+                owner._buffers[key] = self.objects[name].copy_(self.values[name])
+
+
 def _max_diff(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
     if a is None and b is None:
         return 0.0
@@ -87,8 +121,9 @@ def check_reversible(model_or_stack: nn.Module, *inputs: Any, seed: int = 0, **k
     """Returns per-block reconstruction errors and "invert" vs "autograd" gradient differences.
 
     Runs `model_or_stack(*inputs, **kwargs)` twice under the same seed, once per execution,
-    differentiating a fixed random projection of every output that requires grad. The
-    model's executions and its parameters' `.grad` are left as they were.
+    differentiating a fixed random projection of every output that requires grad, each time
+    from the buffers the model had. The model's executions, buffers and its parameters' `.grad`
+    are left as they were.
 
     Example:
         >>> stack = ReversibleSequence([(nn.Linear(4, 4), nn.Linear(4, 4))]).double()
@@ -101,19 +136,28 @@ def check_reversible(model_or_stack: nn.Module, *inputs: Any, seed: int = 0, **k
     params = [p for p in model_or_stack.parameters() if p.requires_grad]
     targets = params + [t for t in _tensors((inputs, kwargs)) if t.requires_grad]
     saved = {stack: stack.execution for stack in stacks.values()}
+    buffers = _Buffers(model_or_stack)
     try:
         for stack in stacks.values():
             stack.execution = "autograd"
         reference = _gradients(model_or_stack, inputs, kwargs, seed, targets)
+        reference_buffers = buffers.now()
+        buffers.restore()
         for stack in stacks.values():
             stack.execution = "invert"
             stack.traces = []
         inverted = _gradients(model_or_stack, inputs, kwargs, seed, targets)
+        inverted_buffers = buffers.now()
         traces = {name: stack.traces for name, stack in stacks.items()}
     finally:
+        buffers.restore()
         for stack, execution in saved.items():
             stack.execution = execution
             stack.traces = None
+    mutated = tuple(name for name, value in reference_buffers.items() if not torch.equal(value, buffers.values[name]))
+    buffer_diff = max(
+        (_max_diff(inverted_buffers[name].double(), reference_buffers[name].double()) for name in mutated), default=0.0
+    )
     diffs = {id(t): _max_diff(a, b) for t, a, b in zip(targets, reference, inverted)}
     blocks = []
     for name, stack in stacks.items():
@@ -130,4 +174,4 @@ def check_reversible(model_or_stack: nn.Module, *inputs: Any, seed: int = 0, **k
                     bitwise = bitwise and torch.equal(original, rebuilt)
             grad_diff = max((diffs[id(p)] for p in block.parameters() if id(p) in diffs), default=0.0)
             blocks.append(BlockReport(name, index, recon_abs, recon_rel, grad_diff, bitwise))
-    return ReversibilityReport(blocks, max(diffs.values(), default=0.0))
+    return ReversibilityReport(blocks, max(diffs.values(), default=0.0), mutated, buffer_diff)

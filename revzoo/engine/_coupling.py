@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -31,6 +31,10 @@ from torch.autograd.function import once_differentiable
 from ._arith import ExactArithmetic, FloatArithmetic
 from ._callstate import CallState
 from ._routes import RouteTable
+from ._slots import generators_in, tensors_in, with_tensors
+
+if TYPE_CHECKING:
+    from ._plan import BlockPlan
 
 __all__ = ["CouplingRun", "WholeBlock", "checked_output", "run_invert"]
 
@@ -66,37 +70,46 @@ class CouplingRun:
     sides: list[tuple[torch.Tensor | None, torch.Tensor | None]] = field(default_factory=list)  # exact scaling's bits
     streams: tuple[torch.Tensor, torch.Tensor] | None = None  # outputs of the block whose backward runs next
     backward_started: bool = False
-
-    def tensor_slots(self) -> list[tuple[str, str]]:
-        """Returns `(source, name)` of every tensor among the call's context and kwargs, in a fixed order."""
-        return [
-            (source, name)
-            for source, values in (("context", self.context), ("kwargs", self.kwargs))
-            for name, value in values.items()
-            if isinstance(value, torch.Tensor)
-        ]
+    plans: list[BlockPlan] = field(default_factory=list)  # per block, from `_probe`; empty when not planned
 
     def slot_values(self) -> list[torch.Tensor]:
-        return [(self.context if source == "context" else self.kwargs)[name] for source, name in self.tensor_slots()]
+        """Returns every tensor in the call's context and kwargs, also inside lists and dicts, in a fixed order."""
+        return tensors_in((self.context, self.kwargs))
 
-    def branch_kwargs(self, index: int, replaced: Mapping[tuple[str, str], torch.Tensor] | None = None) -> tuple[dict, dict]:
-        """Returns the keyword arguments of `f` and `g` in block `index`, with some tensors `replaced` by slot."""
-        context, kwargs = dict(self.context), dict(self.kwargs)
-        for (source, name), value in (replaced or {}).items():
-            (context if source == "context" else kwargs)[name] = value
+    def branch_kwargs(self, index: int, replaced: list[torch.Tensor] | None = None) -> tuple[dict, dict]:
+        """Returns the keyword arguments of `f` and `g` in block `index`, with the slot tensors `replaced`."""
+        context, kwargs = self.context, self.kwargs
+        if replaced is not None:
+            context, kwargs = with_tensors((context, kwargs), iter(replaced))
         f_kwargs, g_kwargs = self.routes.split(index, kwargs, context)
         if self.whole_blocks:
             return {**{f"f.{k}": v for k, v in f_kwargs.items()}, **{f"g.{k}": v for k, v in g_kwargs.items()}}, {}
         return f_kwargs, g_kwargs
 
-    def block_parameters(self, index: int) -> list[nn.Parameter]:
+    def block_parameters(self, index: int) -> list[torch.Tensor]:
         """Returns the parameters of block `index` whose gradients the block's Function returns.
 
         Each appears once, even when `f` and `g` share modules. A branch under FSDP2's
-        `fully_shard` is left out: FSDP2 collects its gradients itself (see `undo`).
+        `fully_shard` is left out: FSDP2 collects its gradients itself (see `undo`). Leaves
+        the branches use without owning them (found by `_probe`) come last.
         """
         f, g = self.blocks[index]
-        return list({id(p): p for module in (f, g) if not _is_fsdp(module) for p in module.parameters()}.values())
+        params = {id(p): p for module in (f, g) if not _is_fsdp(module) for p in module.parameters()}
+        hidden = self.plans[index].hidden() if self.plans else []
+        return list({**params, **{id(t): t for t in hidden}}.values())
+
+    def branch_sources(self, index: int, which: int, kwargs: Mapping[str, Any]) -> set[int]:
+        """Returns the ids of the tensors branch `which` (0: f, 1: g) of block `index` can pass gradients to
+        besides its input: its keyword tensors, its parameters, and the leaves it uses without owning them."""
+        used = {id(t) for t in tensors_in(kwargs)} | {id(p) for p in self.blocks[index][which].parameters()}
+        if self.plans:
+            used |= {id(t) for t in self.plans[index].branches[which].hidden}
+        return used
+
+    def capture(self, index: int, which: int, known: torch.Tensor, kwargs: Mapping[str, Any]) -> CallState:
+        """Returns the state a forward call of branch `which` (0: f, 1: g) of block `index` runs under."""
+        buffers = self.plans[index].branches[which].buffers if self.plans else ()
+        return CallState.capture(known, generators=generators_in(kwargs), buffers=buffers)
 
 
 def _is_fsdp(module: nn.Module) -> bool:
@@ -139,9 +152,9 @@ class _BlockFunction(torch.autograd.Function):
         f_kwargs, g_kwargs = run.branch_kwargs(index)
         if run.trace is not None:
             run.trace["inputs"].append((x1.clone(), x2.clone()))
-        f_state = CallState.capture(x2)
+        f_state = run.capture(index, 0, x2, f_kwargs)
         y1 = arith.combine(index, 0, x1, checked_output(x1, f(arith.branch_input(x2), **f_kwargs), index, "f"))
-        g_state = CallState.capture(y1)
+        g_state = run.capture(index, 1, y1, g_kwargs)
         y2 = arith.combine(index, 1, x2, checked_output(x2, g(arith.branch_input(y1), **g_kwargs), index, "g"))
         run.states.append((f_state, g_state))
         run.sides.append((arith.side_bits(0, x1), arith.side_bits(1, x2)))
@@ -170,7 +183,7 @@ class _BlockFunction(torch.autograd.Function):
         needs = ctx.needs_input_grad[5:]
         slot_needs, param_needs = needs[: ctx.num_slots], needs[ctx.num_slots :]
         leaves = [value.detach().requires_grad_(need) for value, need in zip(saved[: ctx.num_slots], slot_needs)]
-        f_kwargs, g_kwargs = run.branch_kwargs(index, dict(zip(run.tensor_slots(), leaves)))
+        f_kwargs, g_kwargs = run.branch_kwargs(index, leaves)
         params = run.block_parameters(index)
         wanted = [leaf for leaf in leaves if leaf.requires_grad]
         wanted += [p for p, need in zip(params, param_needs) if need]
@@ -191,7 +204,7 @@ class _BlockFunction(torch.autograd.Function):
                 # FSDP2 reduce-scatters from hooks on its unsharded parameters' accumulation, so
                 # this branch is differentiated by accumulation; `known` and the routed leaves are
                 # fresh leaves of this backward, so their .grad holds exactly this branch's share.
-                slots = [v for v in kwargs.values() if isinstance(v, torch.Tensor) and v.requires_grad]
+                slots = [v for v in tensors_in(kwargs) if v.requires_grad]
                 if grad is not None:
                     torch.autograd.backward(output, grad)
                 for leaf in slots:
@@ -199,8 +212,7 @@ class _BlockFunction(torch.autograd.Function):
                     leaf.grad = None
                 with torch.no_grad():
                     return arith.separate(which, result, output, side[which]), known.grad
-            used = {id(v) for v in kwargs.values() if isinstance(v, torch.Tensor)}
-            used |= {id(p) for p in branch.parameters()}
+            used = run.branch_sources(index, which, kwargs)
             targets = [t for t in wanted if id(t) in used]
             grad_known, *rest = _grads(output, [known, *targets], grad)
             for target, target_grad in zip(targets, rest):

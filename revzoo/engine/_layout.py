@@ -58,4 +58,5 @@ class StreamLayout:
         if self.fields is None:
             return {**data, self.stream: stream}
         index = self.fields.index(self.stream)
-        return type(data)((*data[:index], stream, *data[index + 1 :]))
+        items = (*data[:index], stream, *data[index + 1 :])
+        return type(data)(*items) if hasattr(data, "_fields") else type(data)(items)  # a namedtuple takes fields

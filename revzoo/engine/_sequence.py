@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from ._arith import Coupling, arithmetic_for
-from ._coupling import CouplingRun, WholeBlock, checked_output, run_invert
+from ._compile import invert_outside_graph
+from ._coupling import CouplingRun, WholeBlock, checked_output
 from ._layout import StreamLayout
+from ._probe import InvertPlans
 from ._routes import RoutesArg, RouteTable
 
 __all__ = ["Execution", "Form", "ReversibleSequence", "get_execution", "get_form", "set_execution", "set_form"]
@@ -98,6 +100,7 @@ class ReversibleSequence(nn.Module):
         self._exact = False
         self.set_coupling(coupling or Coupling(), exact)
         self.traces: list[dict] | None = None  # set by check_reversible to record reconstructions
+        self.invert_plans = InvertPlans()  # what each branch needs under "invert", found at the first call
 
     @property
     def form(self) -> str:
@@ -195,7 +198,7 @@ class ReversibleSequence(nn.Module):
         y2 = arith.enter(stream)
         y1 = torch.zeros_like(y2) if self._coupling.start == "zero" else y2
         if self.execution == "invert" and torch.is_grad_enabled():
-            y1, y2 = run_invert(run, y1, y2)
+            y1, y2 = invert_outside_graph(self.invert_plans, self.blocks, run, y1, y2)
         else:
             for index, (f, g) in enumerate(run.blocks):
                 f_kwargs, g_kwargs = run.branch_kwargs(index)
