@@ -85,8 +85,12 @@ def _observed(run: CouplingRun, stream: torch.Tensor) -> Iterator[None]:
     slots = [slot for f, g in run.blocks for branch in (f, g) for slot in buffer_slots(branch)]
     unique = list({(id(owner), name): (owner, name) for owner, name in slots}.values())
     generators = generators_in((run.context, run.kwargs))
+    state = CallState.capture(stream, generators=generators)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(CallState.capture(stream, generators=generators).restore())
+        stack.enter_context(state.restore())
+        for device, kwargs in (("cpu", state.cpu_autocast), ("cuda", state.cuda_autocast)):
+            if kwargs:  # casts cached before the probe would look like tensors captured from outside
+                stack.enter_context(torch.autocast(device, **{**kwargs, "cache_enabled": False}))
         stack.enter_context(BufferSnapshot.take(tuple(unique)).swapped_in())
         stack.enter_context(torch.autograd.graph.saved_tensors_hooks(_kept, _kept))
         yield
