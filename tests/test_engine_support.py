@@ -272,6 +272,7 @@ def test_namedtuple_data_with_a_stream_layout() -> None:
     assert_invert_matches_autograd(stack, lambda m: m(Data(coords, values, mask)).values, [coords, values])
 
 
+@pytest.mark.slow  # compiling takes about 25 s on 2 cores
 def test_torch_compile_with_dropout_trains_like_eager_invert() -> None:
     """The compiled model (inductor, default settings) gives eager "invert"'s gradients with dropout in branches."""
     torch._dynamo.reset()

@@ -6,6 +6,8 @@ Configurations (the `revzoo bench` transformer stack, same weights, forward + ba
     invert+compiled     "invert" with each branch compiled (`module.compile()` on every f and g): the engine
                         stays eager, so memory stays flat in depth, and the branches run as compiled kernels
     autograd+compiled   the reversible form, execution "autograd", the whole stack compiled
+    invert,model compiled  `torch.compile` of the whole "invert" stack: revzoo runs the stack eagerly (a graph
+                        break, so forward and recompute draw the same dropout masks); what compiling a model gives
     checkpoint          the sequential form with torch.utils.checkpoint around each sub-layer, eager
 Before timing, each compiled configuration's gradients are compared with eager plain autograd of the same function.
 
@@ -35,6 +37,7 @@ def _configurations(config: StackConfig, depth: int, setting: Setting) -> dict[s
     whole = copy.deepcopy(reversible)
     whole.execution = "autograd"
     whole.compile()
+    model_compiled = torch.compile(copy.deepcopy(reversible))
     checkpointed = copy.deepcopy(reversible)
     checkpointed.form = "sequential"
     for block in checkpointed.blocks:
@@ -42,7 +45,7 @@ def _configurations(config: StackConfig, depth: int, setting: Setting) -> dict[s
     sequential = copy.deepcopy(reversible)
     sequential.form = "sequential"
     return {"sequential": sequential, "invert": reversible, "invert+compiled": compiled_branches,
-            "autograd+compiled": whole, "checkpoint": checkpointed}
+            "autograd+compiled": whole, "invert,model compiled": model_compiled, "checkpoint": checkpointed}
 
 
 def _gradients(model: torch.nn.Module, x: torch.Tensor, setting: Setting) -> list[torch.Tensor]:
@@ -70,7 +73,7 @@ def main() -> None:
 
     start = time.perf_counter()
     reference = _gradients(copy.deepcopy(models["invert"]).requires_grad_(), x, setting)
-    for name in ("invert+compiled", "autograd+compiled"):
+    for name in ("invert+compiled", "autograd+compiled", "invert,model compiled"):
         got = _gradients(models[name], x, setting)  # also compiles: the first call is not timed
         worst = max(((g - r).norm() / r.norm().clamp_min(1e-30)).item() for g, r in zip(got, reference))
         print(f"{name}: gradients vs eager invert, worst relative norm {worst:.1e}")
@@ -81,9 +84,12 @@ def main() -> None:
     print(f"step time, {setting.describe()}, {config}, depth {args.depth}, median of {args.rounds} rounds, "
           f"relative to sequential eager:")
     for name, ratio in times.items():
-        print(f"  {name:<18} {ratio:.3f}")
+        print(f"  {name:<21} {ratio:.3f}")
     print(f"invert+compiled / invert: {times['invert+compiled'] / times['invert']:.3f}; "
           f"invert+compiled / autograd+compiled: {times['invert+compiled'] / times['autograd+compiled']:.3f}")
+    print(f"invert,model compiled / invert: {times['invert,model compiled'] / times['invert']:.3f}; "
+          f"invert,model compiled / autograd+compiled: "
+          f"{times['invert,model compiled'] / times['autograd+compiled']:.3f}")
 
 
 if __name__ == "__main__":
