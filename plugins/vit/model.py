@@ -72,7 +72,7 @@ class RevViT(revzoo.ZooModel):
         self.supports_attn_mask = len(vit.blocks) > 0 and accepts_attention_mask(vit.blocks[0].attn)
         self.blocks = revzoo.ReversibleSequence(
             [(AttentionBranch(block), MlpBranch(block)) for block in vit.blocks],
-            routes=MASK_ROUTES if self.supports_attn_mask else None,
+            routes=MASK_ROUTES,  # a timm without attn_mask is refused in forward_features, not here
             form=form,
             execution=execution,
         )

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..engine import ZooModel
 from ..errors import ConfigError, PluginError, UnknownFormatError, UnknownModelError
+from ._declared import check_declarations
 from ._plugins import loaded_registry, plugin_manager, plugin_version
 from ._spec import ArchSpec, CheckpointFormat
 
@@ -115,12 +116,13 @@ def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
         )
     config = {**spec.defaults, **overrides}
     model = spec.builder(form=form, **config)
+    owner = loaded_registry().owners.get(f"arch:{spec.name}", "?")
     if not isinstance(model, ZooModel):
-        owner = loaded_registry().owners.get(f"arch:{spec.name}", "?")
         raise PluginError(
             f"plugin {owner!r}: the builder of {spec.name!r} returned a {type(model).__name__}, not a revzoo.ZooModel; "
             "derive the model class from revzoo.ZooModel so that model.form and model.execution work"
         )
+    check_declarations(spec, model, owner)
     model.revzoo_architecture = spec.name
     model.revzoo_config = config
     return model

@@ -33,10 +33,11 @@ class ArchSpec:
     """An architecture as a plugin registers it; validated in full on construction.
 
     `builder(*, form, **config)` returns an nn.Module holding ReversibleSequence stacks.
-    `defaults` names every config key the builder accepts. `routes` and `layout` document
-    the engine declarations the builder uses (shown by `revzoo info`). When `subname_key`
-    is set, `create("NAME/SUB")` passes SUB as that config key; with `open_config`, unknown
-    overrides reach the builder instead of raising (for wrappers such as timm's models).
+    `defaults` names every config key the builder accepts. `routes` and `layout` are
+    what every ReversibleSequence of a built model uses: `create` refuses a model whose stacks
+    differ (PluginError naming the stack and key), so `revzoo info` shows the truth. When
+    `subname_key` is set, `create("NAME/SUB")` passes SUB as that config key; with `open_config`,
+    unknown overrides reach the builder instead of raising (for wrappers such as timm's models).
     `example_inputs(model, generator)` returns `(args, kwargs)` of a small seeded call, used
     by `revzoo convert --probe`, `revzoo bench` and the model cards. `small` holds the
     overrides of a small instance, which `revzoo bench` measures. `not_preservable` says why
