@@ -78,8 +78,10 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     if checkpoints.read_metadata(args.src).get("coupling") and args.to == "sequential":
         print("note: the adapters stay in the file, unused by the sequential form (the pretrained blocks' function); "
               "converting back to reversible restores them")
-    path = checkpoints.convert(args.src, args.dst, args.to, overwrite=args.overwrite, max_shard_size=args.max_shard_size)
-    print(f"wrote {path} (form {args.to}); the tensors are unchanged, but the two forms compute different functions")
+    path = checkpoints.convert(args.src, args.dst, args.to, overwrite=args.overwrite, max_shard_size=args.max_shard_size,
+                               dtype=args.dtype)
+    unchanged = f"the tensors are cast to {args.dtype}" if args.dtype else "the tensors are unchanged"
+    print(f"wrote {path} (form {args.to}); {unchanged}, but the two forms compute different functions")
     if args.probe:
         print(f"probe: max |reversible - sequential| output difference = {checkpoints.probe_forms(path):.3e}")
 
@@ -193,6 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--scale", type=float, help="with --preserve: λ = β (default 0.125; exact needs 1/2 ... 1/256)")
     sub.add_argument("--adapter-dim", type=int, help="with --preserve: the adapters' bottleneck width (default 16)")
     sub.add_argument("--no-exact", action="store_true", help="with --preserve: float inversion instead of exact")
+    sub.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "float64"),
+                     help="cast the floating-point tensors (default: keep the file's)")
     sub.add_argument("--max-shard-size", metavar="SIZE",
                      help="write Hugging Face-style shards of at most SIZE (KB, MB, GB or TB, e.g. 500MB) plus an index")
     sub.add_argument("--overwrite", action="store_true")

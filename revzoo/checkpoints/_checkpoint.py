@@ -19,8 +19,9 @@ from ..errors import CheckpointError
 from ..registry import create, get_format, resolve
 from ._foreign import read_foreign, tensor_items
 from ._io import SAFETENSORS_SUFFIX, check_output, progress_bar, require_file
+from ._provenance import file_architecture, migrate, provenance_metadata
 from ._shards import is_index, open_tensors, stored_tensors, write_checkpoint
-from ._state import TensorSource, check_fit, fit_tensors, tied_groups
+from ._state import TensorSource, check_fit, chosen_dtype, fit_tensors, tied_groups
 from ._stream import write_stored
 from ._write import atomic_write
 
@@ -50,6 +51,7 @@ def _metadata(model: nn.Module, aliases: Mapping[str, str]) -> dict[str, str]:
         _KEY + "layout_version": str(LAYOUT_VERSION),
         _KEY + "aliases": json.dumps(dict(aliases), sort_keys=True),
         **({_KEY + "coupling": json.dumps(coupling, sort_keys=True)} if coupling else {}),
+        **provenance_metadata(architecture),
     }
 
 
@@ -117,6 +119,7 @@ def _parse_metadata(raw: Mapping[str, str], path: Path) -> dict[str, Any]:
         config = json.loads(raw[_KEY + "config"])
         aliases = json.loads(raw.get(_KEY + "aliases", "{}"))
         coupling = json.loads(raw.get(_KEY + "coupling", "null"))
+        schema = int(raw.get(_KEY + "schema", "1"))
     except (ValueError, KeyError) as err:
         raise CheckpointError(f"{path}: corrupt revzoo metadata ({err})") from err
     if layout > LAYOUT_VERSION:
@@ -131,6 +134,9 @@ def _parse_metadata(raw: Mapping[str, str], path: Path) -> dict[str, Any]:
         "version": raw.get(_KEY + "version"),
         "aliases": aliases,
         "coupling": coupling,  # per stack: scales, swap, output, start, exact, adapter (see coupling_record)
+        "schema": schema,  # of the architecture's files; older ones are migrated by the plugin on load
+        "distribution": raw.get(_KEY + "distribution"),  # the package providing the architecture
+        "plugin_version": raw.get(_KEY + "plugin_version"),
     }
 
 
@@ -138,7 +144,7 @@ def load(
     path: str | os.PathLike,
     form: str | None = None,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = "auto",
     architecture: str | None = None,
     config: Mapping[str, Any] | None = None,
 ) -> nn.Module:
@@ -147,7 +153,11 @@ def load(
     `path` is a safetensors file or a shard index (`model.safetensors.index.json`).
     `form` asks for the other form of the same weights. A file without revzoo metadata
     (a bare state dict, `.safetensors` or `.pt`) loads when `architecture` (and, if not
-    the defaults, `config`) is given. Raises CheckpointError if anything does not fit.
+    the defaults, `config`) is given. `dtype="auto"` gives the model the file's floating dtype
+    (the one most of its floating-point numbers have, as Hugging Face's `torch_dtype="auto"`),
+    so a bfloat16 file stays bfloat16; None keeps the dtype the model is built in; a torch
+    dtype (or its name) casts. A file of an older schema of its architecture is migrated by
+    the plugin's migrations. Raises CheckpointError if anything does not fit.
 
     Example:
         >>> model = revzoo.load("dalle.safetensors", form="sequential")
@@ -156,19 +166,23 @@ def load(
     if path.suffix.lower() != SAFETENSORS_SUFFIX and not is_index(path):
         if architecture is None:
             raise CheckpointError(f"{path}: only {SAFETENSORS_SUFFIX} files carry revzoo metadata; pass architecture=NAME")
+        source = TensorSource.from_tensors(tensor_items(read_foreign(path)))
         model = create(architecture, form=form, **dict(config or {}))
-        fit_tensors(model, TensorSource.from_tensors(tensor_items(read_foreign(path))), str(path))
-        return model.to(device=device, dtype=dtype)
+        fit_tensors(model, source, str(path))
+        return model.to(device=device, dtype=chosen_dtype(dtype, source))
     with open_tensors(path) as (raw, source):
         if architecture is not None and _KEY + "architecture" not in raw:
-            meta = {"architecture": architecture, "form": None, "config": dict(config or {}), "aliases": {}}
+            meta = {"architecture": architecture, "form": None, "config": dict(config or {}), "aliases": {},
+                    "schema": resolve(architecture)[0].schema}
         else:
             meta = _parse_metadata(raw, path)
             if architecture is not None and resolve(architecture)[0].name != meta["architecture"]:
                 raise CheckpointError(f"{path}: holds a {meta['architecture']!r} model, not {architecture!r}")
-        model = _build(meta, form or meta["form"], path)
-        fit_tensors(model, source, str(path), meta["aliases"])
-    return model.to(device=device, dtype=dtype)
+        config, source, aliases = migrate(file_architecture(meta, path), meta, source, path)
+        model = _build({**meta, "config": config}, form or meta["form"], path)
+        fit_tensors(model, source, str(path), aliases)
+        target_dtype = chosen_dtype(dtype, source)
+    return model.to(device=device, dtype=target_dtype)
 
 
 def _build(meta: Mapping[str, Any], form: str | None, path: Path) -> nn.Module:
@@ -189,8 +203,12 @@ def convert(
     *,
     overwrite: bool = False,
     max_shard_size: int | str | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> Path:
     """Writes a copy of a revzoo file recording form `to`; the tensor bytes are copied unchanged. Returns what to load.
+
+    With `dtype` (e.g. "bfloat16"), or when the file has an older schema of its architecture,
+    the model is loaded (cast, migrated) and saved instead of copied byte for byte.
 
     The two forms compute different functions of the same weights (see DESIGN.md). The
     data are streamed a chunk at a time, so memory stays flat whatever the file's size.
@@ -203,13 +221,17 @@ def convert(
     check_output(src, dst, overwrite)
     with open_tensors(src) as (raw, source):
         meta = _parse_metadata(raw, src)
-        spec = resolve(meta["architecture"])[0]
+        spec = file_architecture(meta, src)
         if to not in spec.forms:
             supported = ", ".join(spec.forms)
             raise CheckpointError(f"{src}: architecture {spec.name!r} has no {to!r} form; it supports {supported}")
-        with torch.device("meta"):  # checks the tensors fit the architecture without allocating it
-            model = _build(meta, to, src)
-        check_fit(model, source, str(src), meta["aliases"])
+        rewrite = dtype is not None or meta["schema"] != spec.schema
+        if not rewrite:
+            with torch.device("meta"):  # checks the tensors fit the architecture without allocating it
+                model = _build(meta, to, src)
+            check_fit(model, source, str(src), meta["aliases"])
+    if rewrite:
+        return _write_model(load(src, form=to, dtype=dtype or "auto"), dst, max_shard_size, overwrite)
     metadata = {"format": "pt", **raw, _KEY + "form": to}
     tensors = {tensor.name: tensor for tensor in stored_tensors(src)}
     shards: dict[Path, list[str]] = {}

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ._io import progress_bar
 
-__all__ = ["TensorSource", "check_fit", "fit_tensors", "name_listing", "tied_groups"]
+__all__ = ["TensorSource", "check_fit", "chosen_dtype", "fit_tensors", "name_listing", "tied_groups"]
 
 _SHOWN = 3
 
@@ -28,6 +30,29 @@ class TensorSource:
     def from_tensors(cls, tensors: Mapping[str, torch.Tensor]) -> TensorSource:
         return cls({k: tuple(v.shape) for k, v in tensors.items()}, {k: v.dtype for k, v in tensors.items()},
                    tensors.__getitem__)
+
+
+_MODEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def chosen_dtype(dtype: torch.dtype | str | None, source: TensorSource) -> torch.dtype | None:
+    """Returns the floating dtype to give a loaded model, or None to keep the one it was built in.
+
+    "auto" is the file's: the dtype most of its floating-point numbers have (None when it has
+    none, or when that is not one a model computes in, such as a float8).
+    """
+    if dtype == "auto":
+        counts: Counter[torch.dtype] = Counter()
+        for name, stored in source.dtypes.items():
+            if stored.is_floating_point:
+                counts[stored] += math.prod(source.shapes[name])
+        common = max(counts, key=counts.__getitem__) if counts else None
+        return common if common in _MODEL_DTYPES else None
+    chosen = getattr(torch, dtype.removeprefix("torch."), None) if isinstance(dtype, str) else dtype
+    if dtype is not None and chosen not in _MODEL_DTYPES:
+        names = ", ".join(str(d).removeprefix("torch.") for d in _MODEL_DTYPES)
+        raise ConfigError(f"dtype {dtype!r} is not one to load a model in; use 'auto' (the file's), None, or {names}")
+    return chosen
 
 
 def tied_groups(model: nn.Module) -> list[list[str]]:

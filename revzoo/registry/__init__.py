@@ -33,6 +33,7 @@ _EXPORTS = {
     "list_formats": "._registry",
     "list_models": "._registry",
     "plugins_info": "._registry",
+    "provenance": "._registry",
     "resolve": "._registry",
     "Adapter": "._spec",
     "ArchSpec": "._spec",
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from ._registry import list_formats as list_formats
     from ._registry import list_models as list_models
     from ._registry import plugins_info as plugins_info
+    from ._registry import provenance as provenance
     from ._registry import resolve as resolve
     from ._spec import Adapter as Adapter
     from ._spec import ArchSpec as ArchSpec
@@ -83,6 +85,7 @@ __all__ = [
     "loaded_registry",
     "plugins_info",
     "preserving_coupling",
+    "provenance",
     "register_plugin",
     "resolve",
     "reversibilize",

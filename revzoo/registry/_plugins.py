@@ -42,6 +42,7 @@ class Registry:
 class _LoadState:
     attempted: set[str] = field(default_factory=set)
     versions: dict[str, str] = field(default_factory=dict)
+    distributions: dict[str, str] = field(default_factory=dict)
     import_failures: dict[str, str] = field(default_factory=dict)
     registry: Registry | None = None
 
@@ -71,6 +72,7 @@ def load_plugins() -> None:
         _state.attempted.add(name)
         if entry_point.dist is not None:
             _state.versions[name] = entry_point.dist.version
+            _state.distributions[name] = entry_point.dist.name
         try:
             plugin_manager.register(entry_point.load(), name=name)
         except Exception as err:  # a broken plugin must not take the others down
@@ -145,6 +147,11 @@ def loaded_registry() -> Registry:
 def plugin_version(name: str) -> str | None:
     """Returns the distribution version of an entry-point plugin, if known."""
     return _state.versions.get(name)
+
+
+def plugin_distribution(name: str) -> str | None:
+    """Returns the name of the distribution (what `pip install` takes) that provides an entry-point plugin, if known."""
+    return _state.distributions.get(name)
 
 
 def register_plugin(plugin: Any, name: str | None = None) -> str:

@@ -13,7 +13,7 @@ from torch import nn
 from ..engine import ZooModel
 from ..errors import ConfigError, PluginError, UnknownFormatError, UnknownModelError
 from ._declared import check_declarations
-from ._plugins import loaded_registry, plugin_manager, plugin_version
+from ._plugins import loaded_registry, plugin_distribution, plugin_manager, plugin_version
 from ._spec import ArchSpec, CheckpointFormat
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "list_formats",
     "list_models",
     "plugins_info",
+    "provenance",
     "resolve",
     "unknown_name_error",
 ]
@@ -139,6 +140,15 @@ def get_format(name: str) -> CheckpointFormat:
     if name not in formats:
         raise unknown_name_error(name, formats, "checkpoint format", UnknownFormatError, "plugins")
     return formats[name]
+
+
+def provenance(name: str) -> dict[str, Any]:
+    """Returns where an architecture comes from: its plugin, the distribution providing it and that
+    distribution's version (None when registered at run time), and its file schema version."""
+    spec = resolve(name)[0]
+    plugin = loaded_registry().owners.get(f"arch:{spec.name}")
+    return {"plugin": plugin, "distribution": plugin_distribution(plugin or ""),
+            "plugin_version": plugin_version(plugin or ""), "schema": spec.schema}
 
 
 def plugins_info() -> list[dict[str, Any]]:

@@ -40,8 +40,14 @@ class ArchSpec:
     unknown overrides reach the builder instead of raising (for wrappers such as timm's models).
     `example_inputs(model, generator)` returns `(args, kwargs)` of a small seeded call, used
     by `revzoo convert --probe`, `revzoo bench` and the model cards. `small` holds the
-    overrides of a small instance, which `revzoo bench` measures. `not_preservable` says why
-    `revzoo.reversibilize` cannot turn a trained sequential model of this architecture into
+    overrides of a small instance, which `revzoo bench` measures.
+
+    `schema` is the version of the architecture's files (its state-dict keys and config),
+    recorded in every file saved. When it changes, `migrations[v]` turns a file of schema
+    `v` into `v + 1`: `(tensors, config) -> (tensors, config)`, `tensors` a read-only mapping
+    of the file's tensors by name; `revzoo.load` chains them, so files already shipped keep loading.
+
+    `not_preservable` says why `revzoo.reversibilize` cannot turn a trained sequential model of this architecture into
     a reversible one of nearly the same function (None: each block becomes `F` as it is).
     """
 
@@ -59,6 +65,9 @@ class ArchSpec:
     example_inputs: Callable[[nn.Module, torch.Generator], tuple[tuple, dict]] | None = None
     small: Mapping[str, Any] = field(default_factory=dict)
     not_preservable: str | None = None
+    schema: int = 1
+    migrations: Mapping[int, Callable[[Mapping[str, Any], dict[str, Any]], tuple[Mapping[str, Any], dict[str, Any]]]] = (
+        field(default_factory=dict))
 
     def __post_init__(self) -> None:
         _check_name(self.name, "architecture")
@@ -86,6 +95,18 @@ class ArchSpec:
             raise PluginError(f"architecture {self.name!r}: not_preservable must be a reason (a non-empty str) or None")
         object.__setattr__(self, "forms", tuple(self.forms))
         object.__setattr__(self, "aliases", tuple(self.aliases))
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        if not isinstance(self.schema, int) or isinstance(self.schema, bool) or self.schema < 1:
+            raise PluginError(f"architecture {self.name!r}: schema must be a positive int, got {self.schema!r}")
+        for version, migrate in dict(self.migrations).items():
+            if not isinstance(version, int) or not 1 <= version < self.schema or not callable(migrate):
+                raise PluginError(
+                    f"architecture {self.name!r}: migrations maps an older schema version (1 to {self.schema - 1}) "
+                    f"to a callable; got {version!r}: {migrate!r}"
+                )
+        object.__setattr__(self, "migrations", MappingProxyType(dict(self.migrations)))
 
 
 @dataclass(frozen=True)
