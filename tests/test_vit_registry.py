@@ -84,3 +84,16 @@ def test_small_instance_runs_on_its_example_inputs(vit_plugin, name):
     model = revzoo.create(name, form="reversible", **{**spec.small, "depth": 2})
     args, kwargs = spec.example_inputs(model, torch.Generator().manual_seed(0))
     assert model(*args, **kwargs).shape == (4, 1000)
+
+
+@pytest.mark.parametrize("name", ["timm/eva02_tiny_patch14_224", "timm/beit_base_patch16_224",
+                                  "timm/vit_relpos_small_patch16_224", "timm/deit_tiny_distilled_patch16_224",
+                                  "timm/naflexvit_base_patch16_gap", "timm/vit_small_patch16_18x2_224"])
+def test_refused_timm_classes_are_named_in_the_error(vit_plugin, name):
+    with pytest.raises(revzoo.ConfigError) as caught:
+        revzoo.create(name, img_size=32, depth=1)
+    message = str(caught.value)
+    assert "exactly one timm class, timm.models.vision_transformer.VisionTransformer" in message
+    for refused in ("Eva (EVA-02", "Beit", "VisionTransformerRelPos", "VisionTransformerDistilled", "NaFlexVit",
+                    "ParallelThingsBlock"):
+        assert refused in message

@@ -13,11 +13,21 @@ import inspect
 import torch
 from torch import nn
 
-__all__ = ["ATTENTION_PARTS", "MASK_ROUTES", "MLP_PARTS", "AttentionBranch", "MlpBranch", "accepts_attention_mask"]
+__all__ = [
+    "ATTENTION_PARTS", "MASK_ROUTES", "MLP_PARTS", "SUPPORTED_TIMM",
+    "AttentionBranch", "MlpBranch", "accepts_attention_mask",
+]
 
 ATTENTION_PARTS = ("norm1", "attn", "ls1", "drop_path1")
 MLP_PARTS = ("norm2", "mlp", "ls2", "drop_path2")
 MASK_ROUTES = {"attn_mask": "f", "is_causal": "f"}  # the mask reaches the attention branch only
+# What splits into (f, g) pairs, said in every refusal and in the README.
+SUPPORTED_TIMM = (
+    "revzoo wraps exactly one timm class, timm.models.vision_transformer.VisionTransformer with pre-norm `Block`s "
+    "(the vit_* models, non-distilled deit_*, the hybrid vit_*_r50/resnet models); it refuses Eva (EVA-02, the rope "
+    "ViTs, PE-core), Beit, VisionTransformerRelPos, VisionTransformerDistilled (distilled DeiT), NaFlexVit, and "
+    "VisionTransformers built with ResPostBlock, ParallelScalingBlock, DiffParallelScalingBlock or ParallelThingsBlock"
+)
 
 
 def accepts_attention_mask(attention: nn.Module) -> bool:

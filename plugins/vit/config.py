@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import revzoo
 
+from .branches import SUPPORTED_TIMM
+
 if TYPE_CHECKING:
     from timm.models.vision_transformer import VisionTransformer
 
@@ -42,10 +44,7 @@ def _check_name(model_name: Any) -> None:
         raise revzoo.ConfigError(f"unknown timm model {model_name!r}{hint} (see timm.list_models('vit_*'))")
     module = model_entrypoint(architecture).__module__
     if module not in _VIT_MODULES:
-        raise revzoo.ConfigError(
-            f"timm model {model_name!r} comes from {module}, not a VisionTransformer; revzoo's timm adapter "
-            "takes the ViTs of timm.models.vision_transformer, e.g. 'vit_small_patch16_224'"
-        )
+        raise revzoo.ConfigError(f"timm model {model_name!r} comes from {module}: {SUPPORTED_TIMM}")
 
 
 def create_timm_vit(model_name: str, kwargs: dict[str, Any]) -> VisionTransformer:

@@ -18,7 +18,7 @@ from torch import nn
 
 import revzoo
 
-from .branches import MASK_ROUTES, AttentionBranch, MlpBranch, accepts_attention_mask
+from .branches import MASK_ROUTES, SUPPORTED_TIMM, AttentionBranch, MlpBranch, accepts_attention_mask
 
 __all__ = ["MASK_ROUTES", "STACK_PREFIX", "TIMM_ATTRIBUTES", "TIMM_MODULES", "RevViT", "check_supported_vit"]
 
@@ -40,15 +40,12 @@ STACK_PREFIX = "blocks.blocks."
 def check_supported_vit(vit: nn.Module) -> None:
     """Raises revzoo.ConfigError unless `vit` is a plain timm VisionTransformer of pre-norm `Block`s."""
     if type(vit) is not VisionTransformer:
-        raise revzoo.ConfigError(
-            f"revzoo's timm adapter wraps timm.models.vision_transformer.VisionTransformer, got {type(vit).__name__} "
-            "(e.g. use 'vit_small_patch16_224'; see timm.list_models('vit_*'))"
-        )
+        raise revzoo.ConfigError(f"got a timm {type(vit).__name__}: {SUPPORTED_TIMM} (e.g. 'vit_small_patch16_224')")
     for index, block in enumerate(vit.blocks):
         if not isinstance(block, Block) or type(block).forward is not Block.forward:
             raise revzoo.ConfigError(
                 f"block {index} is a {type(block).__name__}; only timm's pre-norm Block "
-                "(x + attn(norm1(x)), then x + mlp(norm2(x))) splits into a reversible (f, g) pair"
+                f"(x + attn(norm1(x)), then x + mlp(norm2(x))) splits into a reversible (f, g) pair: {SUPPORTED_TIMM}"
             )
 
 
