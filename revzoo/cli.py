@@ -39,6 +39,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
     spec, form, subname = registry.resolve(args.name)
     layout = spec.layout
+    origin = registry.provenance(spec.name)
     info = {
         "name": spec.name,
         "aliases": list(spec.aliases),
@@ -46,12 +47,14 @@ def _cmd_info(args: argparse.Namespace) -> None:
         "forms": list(spec.forms),
         "form of this name": form or registry.default_form(spec),
         "defaults": dict(spec.defaults),
-        "routes": dict(spec.routes) or "none (only the stream reaches f and g)",
+        "routes": dict(spec.routes) or "none (only the stream reaches f and g)",  # checked on every create
         "stream layout": (
             "a single tensor" if layout is None else {"stream": layout.stream, "fields": layout.fields or "dict"}
         ),
         "card": _card_location(spec.card),
-        "plugin": registry.loaded_registry().owners.get(f"arch:{spec.name}"),
+        "plugin": origin["plugin"],
+        "package": " ".join(filter(None, (origin["distribution"], origin["plugin_version"]))) or "registered at run time",
+        "file schema": origin["schema"],
     }
     if subname:
         info["subname"] = {spec.subname_key: subname}

@@ -32,7 +32,8 @@ def test_info_shows_the_whole_spec(capsys) -> None:
     code, out, _ = run(capsys, "info", "tiny-rev")
     assert code == 0
     for expected in ("name", "a tiny test stack", "form of this name  reversible", '"dim": 4',
-                     "stream layout", "a single tensor", "model_cards/tiny.md", "plugin", "tiny-plugin"):
+                     "stream layout", "a single tensor", "model_cards/tiny.md", "plugin", "tiny-plugin",
+                     "registered at run time", "file schema"):
         assert expected in out
 
 
