@@ -77,11 +77,50 @@ def config_side(config: Mapping[str, Any]) -> int:
 
 def _infer_fmap(weights: Mapping[str, torch.Tensor], text_seq_len: int) -> int:
     """Image grid side from the axial image embedding or the rotary table, for VAEs whose params are not saved."""
-    if "image_pos_emb.weights_0" in weights:
-        return weights["image_pos_emb.weights_0"].shape[1]
-    if "transformer.pos_emb" in weights:
-        return math.isqrt(weights["transformer.pos_emb"].shape[1] - text_seq_len - 1)
-    _fail("cannot tell the image grid size: the checkpoint has neither image_pos_emb nor transformer.pos_emb")
+    if "image_pos_emb.weights_0" in weights and weights["image_pos_emb.weights_0"].ndim >= 2:
+        side = weights["image_pos_emb.weights_0"].shape[1]
+    elif "transformer.pos_emb" in weights and weights["transformer.pos_emb"].ndim >= 2:
+        positions = weights["transformer.pos_emb"].shape[1] - text_seq_len - 1
+        side = math.isqrt(max(positions, 0))
+        if side * side != positions:
+            _fail(f"transformer.pos_emb has {positions + text_seq_len + 1} positions; with text_seq_len {text_seq_len} "
+                  "that is not 1 + text_seq_len + a square image grid")
+    else:
+        _fail("cannot tell the image grid size: the checkpoint has neither image_pos_emb nor transformer.pos_emb")
+    if side < 1 or side & (side - 1) or side > 256:
+        _fail(f"image grid side {side} (from the position embeddings) must be a power of 2 up to 256")
+    return side
+
+
+def _check_types(obj: Mapping[str, Any], hparams: Mapping[Any, Any]) -> None:
+    """Refuses the values a training script never writes, before any arithmetic on them."""
+    bad_keys = sorted(repr(key) for key in hparams if not isinstance(key, str))
+    if bad_keys:
+        _fail(f"DALLE-pytorch hparams have keys that are not names: {_listing(bad_keys)}")
+    for name in ("text_seq_len", "num_text_tokens"):  # used in arithmetic before the config is validated
+        value = hparams.get(name, UPSTREAM_DALLE_DEFAULTS[name])
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            _fail(f"DALLE-pytorch hparams {name} must be a positive integer, got {value!r:.80}")
+    attn_types = hparams.get("attn_types")
+    if not (attn_types is None or isinstance(attn_types, str) or (
+            isinstance(attn_types, (list, tuple)) and all(isinstance(name, str) for name in attn_types))):
+        _fail(f"DALLE-pytorch hparams attn_types must be a name, a comma-separated string or a list of names, "
+              f"got {attn_types!r:.80}")
+    for name in ("shared_attn_ids", "shared_ff_ids"):
+        value = hparams.get(name)
+        if value is not None and not isinstance(value, (list, tuple)):
+            _fail(f"DALLE-pytorch hparams {name} must be None or a list of layer ids, got {value!r:.80}")
+    weights = obj.get("weights")
+    if not isinstance(weights, Mapping):
+        _fail("not a DALLE-pytorch checkpoint: 'weights' (the state dict) is missing")
+    odd = sorted(repr(key) for key, value in weights.items() if not isinstance(key, str) or not torch.is_tensor(value))
+    if odd:
+        _fail(f"DALLE-pytorch weights must map names to tensors; these entries do not: {_listing(odd)}")
+    vae_params = obj.get("vae_params")
+    if vae_params is not None and not (isinstance(vae_params, Mapping) and all(isinstance(k, str) for k in vae_params)):
+        _fail(f"DALLE-pytorch vae_params must be a dict of DiscreteVAE options, got {type(vae_params).__name__}")
+    if not isinstance(obj.get("vae_class_name", "DiscreteVAE"), str):
+        _fail(f"DALLE-pytorch vae_class_name must be a class name, got {obj['vae_class_name']!r:.80}")
 
 
 def config_from_checkpoint(obj: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
@@ -89,6 +128,7 @@ def config_from_checkpoint(obj: Mapping[str, Any]) -> tuple[dict[str, Any], str]
     hparams = obj.get("hparams")
     if not isinstance(hparams, Mapping) or "dim" not in hparams or "depth" not in hparams:
         _fail("not a DALLE-pytorch DALL-E checkpoint: 'hparams' with 'dim' and 'depth' is missing")
+    _check_types(obj, hparams)
     unknown = sorted(set(hparams) - set(UPSTREAM_DALLE_DEFAULTS) - {"dim", "depth"})
     if unknown:
         _fail(f"DALLE-pytorch hparams {unknown} are not supported by revzoo's dalle")
@@ -102,15 +142,13 @@ def config_from_checkpoint(obj: Mapping[str, Any]) -> tuple[dict[str, Any], str]
     for name in ("shared_attn_ids", "shared_ff_ids"):
         config[name] = None if params[name] is None else list(params[name])
 
-    weights = obj.get("weights")
-    if not isinstance(weights, Mapping):
-        _fail("not a DALLE-pytorch checkpoint: 'weights' (the state dict) is missing")
+    weights = obj["weights"]
     vae_class = obj.get("vae_class_name", "DiscreteVAE")
     if vae_class in _PRETRAINED_VAES:
         fmap = _infer_fmap(weights, config["text_seq_len"])
-        if "to_logits.1.weight" not in weights:
-            _fail("cannot tell the number of image tokens: the checkpoint has no to_logits.1.weight")
-        config.update(vae="none", image_size=256, vae_num_layers=int(math.log2(256 // fmap)),
+        if "to_logits.1.weight" not in weights or weights["to_logits.1.weight"].ndim != 2:
+            _fail("cannot tell the number of image tokens: the checkpoint has no 2-D to_logits.1.weight")
+        config.update(vae="none", image_size=256, vae_num_layers=(256 // fmap).bit_length() - 1,
                       num_image_tokens=weights["to_logits.1.weight"].shape[0] - config["num_text_tokens"]
                       - config["text_seq_len"])
     elif vae_class == "DiscreteVAE":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,8 +115,9 @@ def build_dalle(*, form: str = "reversible", **config: Any) -> Dalle:
     if config["vae"] not in VAE_KINDS:
         _fail(f"vae must be one of {', '.join(map(repr, VAE_KINDS))}, got {config['vae']!r}")
     image_size, layers = _positive_int(config, "image_size"), config["vae_num_layers"]
-    if not math.log2(image_size).is_integer() or image_size < 2**layers:
-        _fail(f"image_size must be a power of 2 and >= 2**vae_num_layers ({2 ** layers}), got {image_size}")
+    # compared by bit length, never by computing 2**layers: a checkpoint may claim vae_num_layers=10**12
+    if image_size & (image_size - 1) or layers > image_size.bit_length() - 1:
+        _fail(f"image_size must be a power of 2 and >= 2**vae_num_layers (2**{layers}), got {image_size}")
     fmap = image_size // 2**layers
     for name in ("stable", "sandwich_norm", "shift_tokens", "rotary_emb", "share_input_output_emb"):
         if not isinstance(config[name], bool):

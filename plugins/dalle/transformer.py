@@ -54,9 +54,10 @@ class DalleTransformer(nn.Module):
         super().__init__()
         self.text_len = text_len
         self.image_size = image_size
-        kinds = list(islice(cycle(attn_types), depth))
-        attn_ids = list(islice(cycle(shared_attn_ids or range(depth)), depth))
-        ff_ids = list(islice(cycle(shared_ff_ids or range(depth)), depth))
+        # lazily, layer by layer: a checkpoint may claim depth=10**9, and revzoo's build budget stops that early
+        kinds = islice(cycle(attn_types), depth)
+        attn_ids = islice(cycle(shared_attn_ids or range(depth)), depth)
+        ff_ids = islice(cycle(shared_ff_ids or range(depth)), depth)
         shift = (text_len, image_size) if shift_tokens else None
         attentions: dict[Any, Attention] = {}
         feedforwards: dict[Any, FeedForward] = {}

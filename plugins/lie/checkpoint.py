@@ -135,7 +135,7 @@ def read_lie_transformer_pytorch(obj: Any, **options: Any) -> revzoo.ImportedChe
         )
     if not layouts:
         raise revzoo.CheckpointError("no lie-transformer-pytorch block keys (net.blocks.*) in the checkpoint")
-    config = _infer_config(tensors, options)
+    config = _infer_config(tensors, sources, options)
     conflicts = {
         key: (value, config[key])
         for key, value in hparams.items()
@@ -151,7 +151,9 @@ def read_lie_transformer_pytorch(obj: Any, **options: Any) -> revzoo.ImportedChe
     return revzoo.ImportedCheckpoint(architecture="lie-transformer", config=config, form=layouts.pop(), tensors=tensors)
 
 
-def _infer_config(tensors: dict[str, torch.Tensor], options: dict[str, Any]) -> dict[str, Any]:
+def _infer_config(
+    tensors: dict[str, torch.Tensor], sources: dict[str, str], options: dict[str, Any]
+) -> dict[str, Any]:
     blocks = sorted({int(key.split(".")[2]) for key in tensors if key.startswith("stack.blocks.")})
     if not blocks or blocks != list(range(len(blocks))):
         raise revzoo.CheckpointError(f"expected blocks 0..depth-1, found block indices {blocks}")
@@ -163,6 +165,10 @@ def _infer_config(tensors: dict[str, torch.Tensor], options: dict[str, Any]) -> 
     missing = [key for key in needed if key not in tensors]
     if missing:
         raise revzoo.CheckpointError(f"incomplete checkpoint: no tensor for {_describe(missing)}")
+    flat = [f"{sources[key]} {tuple(tensors[key].shape)}" for key in needed + ["token_emb.weight", "edge_emb.weight"]
+            if key in tensors and tensors[key].ndim != 2]
+    if flat:
+        raise revzoo.CheckpointError(f"expected 2-D weight matrices, got {_describe(flat)}")
     inner, dim = tensors["stack.blocks.0.f.attention.to_q.weight"].shape
     if "heads" not in options:
         warnings.warn(

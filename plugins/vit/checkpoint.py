@@ -86,9 +86,12 @@ def _state_dict(obj: Any) -> dict[str, torch.Tensor]:
 def _inferred_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Returns the class count and depth that the tensors themselves fix."""
     config: dict[str, Any] = {"num_classes": int(state["head.weight"].shape[0]) if "head.weight" in state else 0}
-    indices = [int(match.group(1)) for key in state if (match := _BLOCK_INDEX.match(key))]
+    indices = sorted({int(match.group(1)) for key in state if (match := _BLOCK_INDEX.match(key))})
+    if indices != list(range(len(indices))):  # the depth is what the tensors hold, never a number a key claims
+        shown = indices if len(indices) < 8 else [*indices[:3], "...", *indices[-3:]]
+        raise revzoo.CheckpointError(f"timm checkpoint block indices must run 0..depth-1, found {shown}")
     if indices:
-        config["depth"] = max(indices) + 1
+        config["depth"] = len(indices)
     return config
 
 
@@ -111,7 +114,8 @@ def read_timm(obj: Any, *, model: str | None = None, **options: Any) -> revzoo.I
     state = _state_dict(obj)
     kwargs = {**_inferred_config(state), **options}
     try:
-        skeleton = create_timm_vit(model, kwargs)
+        with torch.device("meta"):  # shapes only: the tensors are checked before anything is allocated
+            skeleton = create_timm_vit(model, kwargs)
     except revzoo.ConfigError as err:
         raise revzoo.CheckpointError(str(err)) from err
     state = checkpoint_filter_fn(state, skeleton)

@@ -47,6 +47,35 @@ def _check_name(model_name: Any) -> None:
         raise revzoo.ConfigError(f"timm model {model_name!r} comes from {module}: {SUPPORTED_TIMM}")
 
 
+# timm kwargs that timm passes on unchecked (num_heads=0 divides by zero, mlp_ratio=-1 reaches nn.Linear): the
+# smallest valid value of each. Sizes may be an int or an (height, width) pair.
+_MINIMUM = {"img_size": 1, "patch_size": 1, "in_chans": 1, "embed_dim": 1, "depth": 0, "num_heads": 1,
+            "num_classes": 0, "reg_tokens": 0}
+_POSITIVE = ("mlp_ratio",)
+_RATES = ("drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_sizes(kwargs: dict[str, Any]) -> None:
+    """Raises revzoo.ConfigError for a size, ratio or rate that timm would crash on or build nonsense from."""
+    for name, minimum in _MINIMUM.items():
+        value = kwargs.get(name, minimum)
+        parts = value if name in ("img_size", "patch_size") and isinstance(value, (list, tuple)) else (value,)
+        if not parts or not all(_is_int(part) and part >= minimum for part in parts):
+            raise revzoo.ConfigError(f"timm option {name} must be an integer >= {minimum}, got {value!r:.80}")
+    for name in _POSITIVE:
+        value = kwargs.get(name, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise revzoo.ConfigError(f"timm option {name} must be a number > 0, got {value!r:.80}")
+    for name in _RATES:
+        value = kwargs.get(name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise revzoo.ConfigError(f"timm option {name} must be a number in [0, 1), got {value!r:.80}")
+
+
 def create_timm_vit(model_name: str, kwargs: dict[str, Any]) -> VisionTransformer:
     """Returns `timm.create_model(model_name, pretrained=False, **kwargs)`, checked to be a wrappable ViT.
 
@@ -64,9 +93,10 @@ def create_timm_vit(model_name: str, kwargs: dict[str, Any]) -> VisionTransforme
             "without pickle): import timm weights with `revzoo import timm IN OUT --model NAME`"
         )
     timm_kwargs = {key: value for key, value in kwargs.items() if key not in ("pretrained", "checkpoint_path")}
+    _check_sizes(timm_kwargs)
     try:
         vit = timm.create_model(model_name, pretrained=False, **timm_kwargs)
-    except (TypeError, AssertionError, ValueError) as err:
+    except (TypeError, AssertionError, ValueError, ArithmeticError, RuntimeError) as err:
         raise revzoo.ConfigError(f"timm rejected {model_name!r} with {timm_kwargs}: {err}") from err
     check_supported_vit(vit)
     return vit

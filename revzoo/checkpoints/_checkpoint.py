@@ -14,14 +14,15 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .._version import LAYOUT_VERSION, __version__
-from ..engine import FORMS, apply_coupling_record, coupling_record, get_form
+from ..engine import FORMS, coupling_record, get_form
 from ..errors import CheckpointError
-from ..registry import create, get_format, resolve
+from ..registry import get_format, resolve
+from ._build import build_for, read_with
 from ._foreign import read_foreign, tensor_items
 from ._io import SAFETENSORS_SUFFIX, check_output, progress_bar, require_file
 from ._provenance import file_architecture, migrate, provenance_metadata
 from ._shards import is_index, open_tensors, stored_tensors, write_checkpoint
-from ._state import TensorSource, check_fit, chosen_dtype, fit_tensors, tied_groups
+from ._state import TensorSource, chosen_dtype, fit_tensors, tied_groups
 from ._stream import write_stored
 from ._write import atomic_write
 
@@ -120,16 +121,26 @@ def _parse_metadata(raw: Mapping[str, str], path: Path) -> dict[str, Any]:
         aliases = json.loads(raw.get(_KEY + "aliases", "{}"))
         coupling = json.loads(raw.get(_KEY + "coupling", "null"))
         schema = int(raw.get(_KEY + "schema", "1"))
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: corrupt revzoo metadata ({err})") from err
     if layout > LAYOUT_VERSION:
         raise CheckpointError(
             f"{path}: written by revzoo {raw.get(_KEY + 'version', '?')} with layout version {layout}; "
             f"this revzoo {__version__} reads up to {LAYOUT_VERSION}: upgrade revzoo"
         )
+    form = raw.get(_KEY + "form")
+    for name, value, valid in (
+        ("config", config, isinstance(config, dict)),
+        ("aliases", aliases, isinstance(aliases, dict) and all(isinstance(v, str) for v in aliases.values())),
+        ("form", form, form is None or form in FORMS),
+    ):
+        if not valid:
+            expected = {"config": "a JSON object of options", "aliases": "a JSON object of tensor name -> stored name",
+                        "form": " or ".join(FORMS)}[name]
+            raise CheckpointError(f"{path}: corrupt revzoo metadata: {name} must be {expected}, got {value!r:.80}")
     return {
         "architecture": raw[_KEY + "architecture"],
-        "form": raw.get(_KEY + "form"),
+        "form": form,
         "config": config,
         "version": raw.get(_KEY + "version"),
         "aliases": aliases,
@@ -167,7 +178,7 @@ def load(
         if architecture is None:
             raise CheckpointError(f"{path}: only {SAFETENSORS_SUFFIX} files carry revzoo metadata; pass architecture=NAME")
         source = TensorSource.from_tensors(tensor_items(read_foreign(path)))
-        model = create(architecture, form=form, **dict(config or {}))
+        model = build_for(source, str(path), architecture, form, dict(config or {}))
         fit_tensors(model, source, str(path))
         return model.to(device=device, dtype=chosen_dtype(dtype, source))
     with open_tensors(path) as (raw, source):
@@ -179,21 +190,11 @@ def load(
             if architecture is not None and resolve(architecture)[0].name != meta["architecture"]:
                 raise CheckpointError(f"{path}: holds a {meta['architecture']!r} model, not {architecture!r}")
         config, source, aliases = migrate(file_architecture(meta, path), meta, source, path)
-        model = _build({**meta, "config": config}, form or meta["form"], path)
+        model = build_for(source, str(path), meta["architecture"], form or meta["form"], config, aliases,
+                          meta.get("coupling"))
         fit_tensors(model, source, str(path), aliases)
         target_dtype = chosen_dtype(dtype, source)
     return model.to(device=device, dtype=target_dtype)
-
-
-def _build(meta: Mapping[str, Any], form: str | None, path: Path) -> nn.Module:
-    """Creates the file's model in `form`, with the couplings and adapters its metadata records."""
-    model = create(meta["architecture"], form=form, **meta["config"])
-    if meta.get("coupling"):
-        try:
-            apply_coupling_record(model, meta["coupling"])
-        except ValueError as err:
-            raise CheckpointError(f"{path}: {err}") from err
-    return model
 
 
 def convert(
@@ -227,9 +228,7 @@ def convert(
             raise CheckpointError(f"{src}: architecture {spec.name!r} has no {to!r} form; it supports {supported}")
         rewrite = dtype is not None or meta["schema"] != spec.schema
         if not rewrite:
-            with torch.device("meta"):  # checks the tensors fit the architecture without allocating it
-                model = _build(meta, to, src)
-            check_fit(model, source, str(src), meta["aliases"])
+            build_for(source, str(src), spec.name, to, meta["config"], meta["aliases"], meta["coupling"], real=False)
     if rewrite:
         return _write_model(load(src, form=to, dtype=dtype or "auto"), dst, max_shard_size, overwrite)
     metadata = {"format": "pt", **raw, _KEY + "form": to}
@@ -253,9 +252,10 @@ def import_checkpoint(
     fmt = get_format(format_name)
     src = require_file(src)
     check_output(src, dst, overwrite)
-    imported = fmt.read(read_foreign(src), **options)
-    model = create(imported.architecture, form=imported.form, **dict(imported.config))
-    fit_tensors(model, TensorSource.from_tensors(tensor_items(imported.tensors)), str(src))
+    imported = read_with(fmt, read_foreign(src), str(src), options)
+    source = TensorSource.from_tensors(tensor_items(imported.tensors))
+    model = build_for(source, str(src), imported.architecture, imported.form, imported.config)
+    fit_tensors(model, source, str(src))
     return _write_model(model, dst, None, overwrite)
 
 

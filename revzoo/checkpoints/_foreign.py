@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +18,7 @@ from ._shards import is_index, open_tensors
 __all__ = ["TORCH_SUFFIXES", "read_foreign", "tensor_items"]
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+MAX_INFLATION = 2  # how many times its own size a .pt zip may declare uncompressed
 
 
 def read_foreign(path: str | os.PathLike) -> Any:
@@ -31,6 +34,7 @@ def read_foreign(path: str | os.PathLike) -> Any:
         with open_tensors(path) as (_, source):
             return {key: source.get(key) for key in source.shapes}
     if suffix in TORCH_SUFFIXES:
+        _check_declared_sizes(path)
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
@@ -44,6 +48,28 @@ def read_foreign(path: str | os.PathLike) -> Any:
         f"{path}: refused: unknown file type {suffix or '(none)'!r}; revzoo reads {SAFETENSORS_SUFFIX} and, "
         f"without unpickling code, {', '.join(TORCH_SUFFIXES)}"
     )
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuses a zip whose entries would inflate far beyond the file before torch.load reads them.
+
+    torch.save stores its entries uncompressed, so a real checkpoint declares about its own
+    size; a deflated entry of zeros declares a thousand times more (a zip bomb). The
+    declared sizes bound what torch's reader allocates, so checking them bounds its memory.
+    """
+    size = path.stat().st_size
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch file (a damaged zip: {err})") from err
+    if declared > MAX_INFLATION * size + (1 << 20):
+        raise CheckpointError(
+            f"{path}: refused: its zip entries declare {declared:,} bytes in a file of {size:,} bytes; torch.save "
+            "never compresses, so this is not a plain checkpoint (a zip bomb?)"
+        )
 
 
 def tensor_items(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
