@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 import revzoo
 from revzoo.bench._measure import MMAP_ENV
 from revzoo.cli import main
+from revzoo.registry import _plugins
 
 PEAK_LIMIT = 64 << 20  # the small models here load in ~16 MiB; the issue's files used to take 4.5 GiB and more
 SECONDS_LIMIT = 10
@@ -29,9 +30,20 @@ SECONDS_LIMIT = 10
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> dict[str, Path]:
+    """The valid files, made once; the built-in plugins it loads are unloaded again, as conftest does per test."""
+    state = _plugins._state
+    attempted = set(state.attempted)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("REVZOO_LOAD_PLUGINS", "dalle,lie,vit")
-        return make_sources(tmp_path_factory.mktemp("sources"))
+        state.registry = None
+        try:
+            return make_sources(tmp_path_factory.mktemp("sources"))
+        finally:
+            for name in state.attempted - attempted:
+                if _plugins.plugin_manager.has_plugin(name):
+                    _plugins.plugin_manager.unregister(name=name)
+            state.attempted.intersection_update(attempted)
+            state.registry = None
 
 
 @pytest.fixture
