@@ -125,9 +125,10 @@ def issue_cases(directory: Path, sources: dict[str, Path], bomb_bytes: int = 512
     blocks = directory / "blocks.safetensors"
     save_file({"blocks.99999.norm1.weight": torch.ones(1)}, str(blocks))
     return [
-        Case("load: metadata dim=8000", ["convert", str(with_config(d, directory / "wide.safetensors", dim=8000)), out,
-                                         "--to", "sequential", "--probe"]),
-        Case("load: metadata dim=30000", ["export", "dalle-pytorch",
+        Case("convert --probe: metadata dim=8000",
+             ["convert", str(with_config(d, directory / "wide.safetensors", dim=8000)), out, "--to", "sequential",
+              "--probe"]),
+        Case("export (loads): metadata dim=30000", ["export", "dalle-pytorch",
                                           str(with_config(d, directory / "wider.safetensors", dim=30000)),
                                           str(directory / "out.pt")]),
         Case("convert: metadata depth=10**9", ["convert", str(with_config(d, directory / "deep.safetensors",
