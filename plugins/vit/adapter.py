@@ -12,8 +12,7 @@ from torch import nn
 
 import revzoo
 
-from .branches import ATTENTION_PARTS, MLP_PARTS
-from .model import TIMM_MODULES, RevViT
+from .model import RevViT
 
 __all__ = ["config_from_timm", "from_timm", "to_timm"]
 
@@ -78,18 +77,7 @@ def to_timm(model: RevViT) -> VisionTransformer:
             UserWarning,
             stacklevel=2,
         )
-    vit = model.timm_model
-    for name in TIMM_MODULES:
-        setattr(vit, name, getattr(model, name))
-    for name in ("num_classes", "global_pool", "_model_args"):
-        if hasattr(model, name):
-            setattr(vit, name, getattr(model, name))
-    for block, (attention, mlp) in zip(vit.blocks, model.branches()):
-        for name in ATTENTION_PARTS:
-            setattr(block, name, getattr(attention, name))
-        for name in MLP_PARTS:
-            setattr(block, name, getattr(mlp, name))
-    vit.train(model.training)
+    vit = model.synced_timm_model()
     for name in ("revzoo_architecture", "revzoo_config"):
         if hasattr(model, name):
             setattr(vit, name, getattr(model, name))

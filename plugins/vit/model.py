@@ -13,14 +13,25 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 import revzoo
 
-from .branches import MASK_ROUTES, SUPPORTED_TIMM, AttentionBranch, MlpBranch, accepts_attention_mask
+from .branches import (
+    ATTENTION_PARTS,
+    MASK_ROUTES,
+    MLP_PARTS,
+    SUPPORTED_TIMM,
+    AttentionBranch,
+    MlpBranch,
+    accepts_attention_mask,
+)
 
-__all__ = ["MASK_ROUTES", "STACK_PREFIX", "TIMM_ATTRIBUTES", "TIMM_MODULES", "RevViT", "check_supported_vit"]
+__all__ = [
+    "INIT_MODES", "MASK_ROUTES", "STACK_PREFIX", "TIMM_ATTRIBUTES", "TIMM_MODULES", "RevViT", "check_supported_vit",
+]
 
 # Modules and parameters of timm's VisionTransformer that RevViT reuses (the same objects),
 # before and after the blocks, so that RevViT's state dict lists keys in timm's order.
@@ -35,6 +46,7 @@ TIMM_ATTRIBUTES = (
 )
 # Where the blocks live in RevViT's state dict: the stack attribute, then the engine's `blocks.{i}.f|g`.
 STACK_PREFIX = "blocks.blocks."
+INIT_MODES = ("", "jax", "jax_nlhb", "moco", "reset")  # timm's VisionTransformer.init_weights modes
 
 
 def check_supported_vit(vit: nn.Module) -> None:
@@ -67,16 +79,43 @@ class RevViT(revzoo.ZooModel):
         for name in TIMM_STEM:
             setattr(self, name, getattr(vit, name))
         self.supports_attn_mask = len(vit.blocks) > 0 and accepts_attention_mask(vit.blocks[0].attn)
-        self.blocks = revzoo.ReversibleSequence(
-            [(AttentionBranch(block), MlpBranch(block)) for block in vit.blocks],
-            routes=MASK_ROUTES,  # a timm without attn_mask is refused in forward_features, not here
-            form=form,
-            execution=execution,
-        )
+        self.blocks = self._stack([(AttentionBranch(block), MlpBranch(block)) for block in vit.blocks], form, execution)
         for name in TIMM_TAIL:
             setattr(self, name, getattr(vit, name))
+        # timm's, naming RevViT's block modules (read by timm's feature wrappers, which call forward_intermediates).
+        self.feature_info = [dict(info, module=f"{STACK_PREFIX}{i}") for i, info in enumerate(vit.feature_info)]
         # The wrapped model, not a submodule (its tensors are ours already): to_timm hands it back.
         object.__setattr__(self, "timm_model", vit)
+
+    def _stack(self, pairs: list[tuple[nn.Module, nn.Module]], form: str, execution: str) -> revzoo.ReversibleSequence:
+        # a timm without attn_mask is refused in forward_features, not here
+        return revzoo.ReversibleSequence(pairs, routes=MASK_ROUTES, form=form, execution=execution)
+
+    def _remember(self, **config: Any) -> None:
+        """Records a change of architecture in revzoo_config, so that revzoo.save/load rebuild the changed model."""
+        if getattr(self, "revzoo_config", None) is not None:
+            self.revzoo_config.update(config)
+
+    def synced_timm_model(self) -> VisionTransformer:
+        """Returns the wrapped timm VisionTransformer brought up to date with this model (shared tensors).
+
+        Modules replaced since wrapping (by reset_classifier, set_input_size, pruning) and the
+        train/eval mode are carried over; to_timm and init_weights go through it.
+        """
+        vit = self.timm_model
+        for name in TIMM_MODULES:
+            setattr(vit, name, getattr(self, name))
+        for name in ("num_classes", "global_pool", "_model_args", "_traits"):
+            if hasattr(self, name):
+                setattr(vit, name, getattr(self, name))
+        vit.blocks = vit.blocks[: len(self.blocks.blocks)]
+        for block, (attention, mlp) in zip(vit.blocks, self.branches()):
+            for name in ATTENTION_PARTS:
+                setattr(block, name, getattr(attention, name))
+            for name in MLP_PARTS:
+                setattr(block, name, getattr(mlp, name))
+        vit.train(self.training)
+        return vit
 
     # timm's own code, reused unchanged.
     _pos_embed = VisionTransformer._pos_embed
@@ -84,6 +123,7 @@ class RevViT(revzoo.ZooModel):
     forward_head = VisionTransformer.forward_head
     get_classifier = VisionTransformer.get_classifier
     no_weight_decay = VisionTransformer.no_weight_decay
+    get_intermediate_layers = VisionTransformer.get_intermediate_layers  # calls forward_intermediates below
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """timm's reset_classifier; also records the change in revzoo_config so revzoo.save/load rebuild it."""
@@ -103,17 +143,13 @@ class RevViT(revzoo.ZooModel):
             blocks=[(r"^blocks\.blocks\.(\d+)", None), (r"^norm", (99999,))],
         )
 
-    def forward_features(
-        self,
-        x: torch.Tensor,
-        attn_mask: torch.Tensor | None = None,
-        is_causal: bool = False,
-    ) -> torch.Tensor:
-        """Embeddings, the reversible stack, final norm: timm's forward_features with the blocks swapped."""
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
         x = self._pos_embed(x)
         x = self.patch_drop(x)
-        x = self.norm_pre(x)
+        return self.norm_pre(x)
+
+    def _mask_kwargs(self, attn_mask: torch.Tensor | None, is_causal: bool) -> dict[str, Any]:
         mask_kwargs: dict[str, Any] = {}
         if attn_mask is not None:
             mask_kwargs["attn_mask"] = attn_mask
@@ -121,7 +157,16 @@ class RevViT(revzoo.ZooModel):
             mask_kwargs["is_causal"] = True
         if mask_kwargs and not self.supports_attn_mask:
             raise TypeError("this timm version's Attention takes no attn_mask/is_causal; upgrade timm (1.0.31 does)")
-        x = self.blocks(x, **mask_kwargs)
+        return mask_kwargs
+
+    def forward_features(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        """Embeddings, the reversible stack, final norm: timm's forward_features with the blocks swapped."""
+        x = self.blocks(self._embed(x), **self._mask_kwargs(attn_mask, is_causal))
         return self.norm(x)
 
     def forward(
@@ -132,6 +177,123 @@ class RevViT(revzoo.ZooModel):
     ) -> torch.Tensor:
         x = self.forward_features(x, attn_mask=attn_mask, is_causal=is_causal)
         return self.forward_head(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        output_dict: bool = False,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]] | dict[str, Any]:
+        """timm's forward_intermediates: the features, and the token features after the blocks in `indices`.
+
+        Arguments and return values are timm's (`indices`: the last n blocks for an int, all
+        for None, those listed otherwise). In the reversible form a block's output is the mean
+        of the two streams after it, what a model of the first blocks returns; with gradients
+        on, the reversible form runs through plain autograd here, since outputs taken from
+        the middle of the chain cannot be recomputed by inversion (forward keeps "invert").
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt {output_fmt!r} is not supported; use 'NCHW' or 'NLC'")
+        depth = len(self.blocks.blocks)
+        take_indices, max_index = feature_take_indices(depth, indices)
+        last = max_index if stop_early else depth - 1
+        batch, _, height, width = x.shape
+        runs = sorted({*take_indices, last})
+        outputs = dict(zip(runs, self.blocks.intermediates(self._embed(x), runs, **self._mask_kwargs(attn_mask, is_causal))))
+        intermediates = [self.norm(outputs[i]) if norm else outputs[i] for i in sorted(set(take_indices))]
+        # timm's post-processing, as in VisionTransformer.forward_intermediates.
+        prefix_tokens = None
+        if self.num_prefix_tokens:
+            prefix_tokens = [y[:, : self.num_prefix_tokens] for y in intermediates]
+            intermediates = [y[:, self.num_prefix_tokens :] for y in intermediates]
+        if output_fmt == "NCHW":
+            rows, cols = self.patch_embed.dynamic_feat_size((height, width))
+            intermediates = [y.reshape(batch, rows, cols, -1).permute(0, 3, 1, 2).contiguous() for y in intermediates]
+        if output_dict:
+            result: dict[str, Any] = {"image_intermediates": intermediates}
+            if prefix_tokens is not None and return_prefix_tokens:
+                result["image_intermediates_prefix"] = prefix_tokens
+            if not intermediates_only:
+                result["image_features"] = self.norm(outputs[last])
+            return result
+        if return_prefix_tokens and prefix_tokens is not None:
+            intermediates = list(zip(intermediates, prefix_tokens))
+        if intermediates_only:
+            return intermediates
+        return self.norm(outputs[last]), intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """timm's prune_intermediate_layers: drops the blocks after the last of `indices` (and the norm, the head).
+
+        Returns the absolute indices kept. revzoo_config records the new depth and head, so a
+        pruned model saves and loads as it is.
+        """
+        take_indices, max_index = feature_take_indices(len(self.blocks.blocks), indices)
+        kept = [(block.f, block.g) for block in self.blocks.blocks[: max_index + 1]]
+        self.blocks = self._stack(kept, self.blocks.form, self.blocks.execution)
+        self._remember(depth=max_index + 1)
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.fc_norm = nn.Identity()
+            self.reset_classifier(0, "")
+        if prune_norm or prune_head:
+            # timm's two switches: final_norm=False drops both norms, fc_norm picks where a kept one sits.
+            has_norm, has_fc_norm = (not isinstance(module, nn.Identity) for module in (self.norm, self.fc_norm))
+            self._remember(final_norm=has_norm or has_fc_norm, fc_norm=has_fc_norm)
+        return take_indices
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch for the memory-saving path, which in RevViT is the "invert" execution.
+
+        `enable=True` sets execution "invert": the reversible form stores no block activations
+        and backward recomputes them by inversion (timm would checkpoint each block; inversion
+        keeps memory flat in depth). `enable=False` sets "autograd": the same function and
+        gradients, activations stored. The sequential form stores its activations either way.
+        A patch embedding with its own checkpointing (hybrid ViTs) is switched too, as in timm.
+        """
+        self.execution = "invert" if enable else "autograd"
+        if hasattr(self.patch_embed, "set_grad_checkpointing"):
+            self.patch_embed.set_grad_checkpointing(enable)
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        """Whether backward recomputes the blocks instead of storing them: the reversible form, "invert" execution."""
+        return self.form == "reversible" and self.execution == "invert"
+
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, enable: bool) -> None:
+        self.set_grad_checkpointing(enable)
+
+    def set_input_size(
+        self,
+        img_size: int | tuple[int, int] | None = None,
+        patch_size: int | tuple[int, int] | None = None,
+    ) -> None:
+        """timm's set_input_size: a new image (and patch) size, resampling the position embedding."""
+        VisionTransformer.set_input_size(self, img_size=img_size, patch_size=patch_size)
+        self._remember(img_size=list(self.patch_embed.img_size))
+        if patch_size is not None:
+            self._remember(patch_size=list(self.patch_embed.patch_size))
+
+    def init_weights(self, mode: str = "", needs_reset: bool = True) -> None:
+        """timm's init_weights, run by timm on the wrapped model: the same draws as timm's model with the same seed."""
+        if mode not in INIT_MODES:
+            raise ValueError(f"unknown init mode {mode!r}; timm's are {', '.join(map(repr, INIT_MODES))}")
+        self.synced_timm_model().init_weights(mode, needs_reset=needs_reset)
 
     def branches(self) -> list[tuple[AttentionBranch, MlpBranch]]:
         """Returns the (f, g) pair of every block, in order."""

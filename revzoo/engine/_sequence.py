@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any, Literal
 
 import torch
@@ -170,46 +170,85 @@ class ReversibleSequence(nn.Module):
 
     def forward(self, data: Any, **kwargs: Any) -> Any:
         self.routes.check(kwargs)
-        if self.layout is None:
-            stream, context = data, {}
-            if not isinstance(stream, torch.Tensor):
-                raise TypeError(f"this stack takes one tensor (it has no StreamLayout), got {type(data).__name__}")
-        else:
-            stream, context = self.layout.split(data)
+        stream, context = self._split(data)
         trace = None
         if self.traces is not None:
             trace = {"inputs": [], "reconstructed": {}}
             self.traces.append(trace)
-        whole = self.form == "reversible" and self.has_adapters
-        blocks = [(WholeBlock(b.f, b.g), b.adapter) if whole else (b.f, b.g) for b in self.blocks]
-        arith = arithmetic_for(self._coupling, self._exact and self.form == "reversible")
-        run = CouplingRun(blocks, self.routes, kwargs, context, arith, self._coupling.swap, whole, trace)
-        output = self._run(run, stream)
+        output = self._run(self._coupling_run(len(self.blocks), kwargs, context, trace), stream)
         return output if self.layout is None else self.layout.join(data, output)
 
+    def intermediates(self, data: Any, indices: Iterable[int], /, **kwargs: Any) -> list[Any]:
+        """Returns the stack's output after each block in `indices` (ascending), running no block past the last.
+
+        The output after block `i` is what a stack of the first `i + 1` blocks returns: the
+        stream in the sequential form, the coupling's output of the two streams in the
+        reversible form. Outputs taken from the middle of the chain leave it, so inversion
+        cannot serve their gradients without storing them: with gradients on, the reversible
+        form runs here through plain autograd (the same function and gradients as "invert",
+        the activations stored). For timm-style feature extraction (`forward_intermediates`).
+        """
+        self.routes.check(kwargs)
+        take = sorted({index if index >= 0 else len(self.blocks) + index for index in indices})
+        if not take or take[0] < 0 or take[-1] >= len(self.blocks):
+            raise IndexError(f"block indices {list(indices)} out of range for a stack of {len(self.blocks)} blocks")
+        stream, context = self._split(data)
+        outputs = self._loop(self._coupling_run(take[-1] + 1, kwargs, context, None), stream, set(take))[1]
+        return outputs if self.layout is None else [self.layout.join(data, output) for output in outputs]
+
+    def _split(self, data: Any) -> tuple[torch.Tensor, dict]:
+        if self.layout is not None:
+            return self.layout.split(data)
+        if not isinstance(data, torch.Tensor):
+            raise TypeError(f"this stack takes one tensor (it has no StreamLayout), got {type(data).__name__}")
+        return data, {}
+
+    def _coupling_run(self, depth: int, kwargs: dict, context: dict, trace: dict | None) -> CouplingRun:
+        """Returns one call's run of the first `depth` blocks."""
+        whole = self.form == "reversible" and self.has_adapters
+        blocks = [(WholeBlock(b.f, b.g), b.adapter) if whole else (b.f, b.g) for b in self.blocks[:depth]]
+        arith = arithmetic_for(self._coupling, self._exact and self.form == "reversible")
+        return CouplingRun(blocks, self.routes, kwargs, context, arith, self._coupling.swap, whole, trace)
+
     def _run(self, run: CouplingRun, stream: torch.Tensor) -> torch.Tensor:
+        if self.form == "reversible" and self.execution == "invert" and torch.is_grad_enabled():
+            y1, y2 = invert_outside_graph(self.invert_plans, self.blocks, run, *self._start(run, stream))
+            run.arith.check_range()
+            return self._readout(run, y1, y2)
+        return self._loop(run, stream)[0]
+
+    def _start(self, run: CouplingRun, stream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y2 = run.arith.enter(stream)
+        return torch.zeros_like(y2) if self._coupling.start == "zero" else y2, y2
+
+    def _readout(self, run: CouplingRun, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+        if self._coupling.output == "f":
+            return run.arith.leave(y2 if run.swap else y1)
+        return run.arith.leave((y1 + y2) / 2)
+
+    def _loop(self, run: CouplingRun, stream: torch.Tensor, take: Collection[int] = ()) -> tuple[torch.Tensor, list]:
+        """Runs the blocks one after the other under autograd; returns the output and the outputs after `take`."""
+        taken = []
         if self.form == "sequential":
             for index, (f, g) in enumerate(run.blocks):
                 f_kwargs, g_kwargs = run.branch_kwargs(index)
                 stream = stream + checked_output(stream, f(stream, **f_kwargs), index, "f")
                 stream = stream + checked_output(stream, g(stream, **g_kwargs), index, "g")
-            return stream
+                if index in take:
+                    taken.append(stream)
+            return stream, taken
         arith = run.arith
-        y2 = arith.enter(stream)
-        y1 = torch.zeros_like(y2) if self._coupling.start == "zero" else y2
-        if self.execution == "invert" and torch.is_grad_enabled():
-            y1, y2 = invert_outside_graph(self.invert_plans, self.blocks, run, y1, y2)
-        else:
-            for index, (f, g) in enumerate(run.blocks):
-                f_kwargs, g_kwargs = run.branch_kwargs(index)
-                y1 = arith.combine(index, 0, y1, checked_output(y1, f(arith.branch_input(y2), **f_kwargs), index, "f"))
-                y2 = arith.combine(index, 1, y2, checked_output(y2, g(arith.branch_input(y1), **g_kwargs), index, "g"))
-                if run.swap:
-                    y1, y2 = y2, y1
+        y1, y2 = self._start(run, stream)
+        for index, (f, g) in enumerate(run.blocks):
+            f_kwargs, g_kwargs = run.branch_kwargs(index)
+            y1 = arith.combine(index, 0, y1, checked_output(y1, f(arith.branch_input(y2), **f_kwargs), index, "f"))
+            y2 = arith.combine(index, 1, y2, checked_output(y2, g(arith.branch_input(y1), **g_kwargs), index, "g"))
+            if run.swap:
+                y1, y2 = y2, y1
+            if index in take:
+                taken.append(self._readout(run, y1, y2))
         arith.check_range()
-        if self._coupling.output == "f":
-            return arith.leave(y2 if run.swap else y1)
-        return arith.leave((y1 + y2) / 2)
+        return self._readout(run, y1, y2), taken
 
 
 def _stacks(model: nn.Module) -> list[ReversibleSequence]:
