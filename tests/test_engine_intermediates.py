@@ -8,17 +8,24 @@ import torch
 import revzoo
 from helpers import pairs
 
+STACKS = {
+    "sequential": dict(form="sequential"),
+    "reversible": dict(form="reversible"),
+    "swap-output-f-zero-start": dict(coupling=revzoo.Coupling(scales=(0.5, 2.0), swap=True, output="f", start="zero")),
+    "exact": dict(coupling=revzoo.Coupling(scales=(0.5, 1.0)), exact=True),
+}
 
-@pytest.mark.parametrize("form", ["reversible", "sequential"])
-def test_output_after_a_block_is_the_output_of_the_first_blocks(form):
+
+@pytest.mark.parametrize("options", STACKS.values(), ids=STACKS.keys())
+def test_output_after_a_block_is_the_output_of_the_first_blocks(options):
     torch.manual_seed(0)
     blocks = pairs(4, 6, dropout=0.0)
-    stack = revzoo.ReversibleSequence(blocks, routes={"scale": "both"}, form=form)
+    stack = revzoo.ReversibleSequence(blocks, routes={"scale": "both"}, **options)
     x, scale = torch.randn(3, 6), torch.randn(3, 6)
     taken = stack.intermediates(x, [2, 0, -1, 0], scale=scale)
     assert len(taken) == 3  # ascending, each block once, as timm takes them
     for tensor, depth in zip(taken, (1, 3, 4)):
-        first = revzoo.ReversibleSequence(blocks[:depth], routes={"scale": "both"}, form=form)
+        first = revzoo.ReversibleSequence(blocks[:depth], routes={"scale": "both"}, **options)
         torch.testing.assert_close(tensor, first(x, scale=scale), atol=0, rtol=0)
 
 

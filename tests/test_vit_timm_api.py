@@ -120,6 +120,13 @@ def test_forward_intermediates_gradients_equal_in_both_executions():
     assert_same_grads(grads["autograd"], grads["invert"], names)
 
 
+def test_pruning_keeps_the_stacks_coupling():
+    _, model = pair()
+    model.blocks.set_coupling(revzoo.Coupling(scales=(0.5, 1.0)), exact=True)
+    model.prune_intermediate_layers([0])
+    assert (model.blocks.coupling, model.exact, len(model.blocks.blocks)) == (revzoo.Coupling(scales=(0.5, 1.0)), True, 1)
+
+
 def test_prune_intermediate_layers_equals_timm():
     vit, model = pair()
     vit, model = copy.deepcopy(vit), from_timm(copy.deepcopy(vit), form="sequential").eval()

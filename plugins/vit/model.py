@@ -241,8 +241,11 @@ class RevViT(revzoo.ZooModel):
         pruned model saves and loads as it is.
         """
         take_indices, max_index = feature_take_indices(len(self.blocks.blocks), indices)
-        kept = [(block.f, block.g) for block in self.blocks.blocks[: max_index + 1]]
-        self.blocks = self._stack(kept, self.blocks.form, self.blocks.execution)
+        old, kept = self.blocks, self.blocks.blocks[: max_index + 1]
+        self.blocks = self._stack([(block.f, block.g) for block in kept], old.form, old.execution)
+        self.blocks.set_coupling(old.coupling, old.exact)
+        if old.has_adapters:
+            self.blocks.set_adapters([block.adapter for block in kept])
         self._remember(depth=max_index + 1)
         if prune_norm:
             self.norm = nn.Identity()
