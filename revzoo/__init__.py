@@ -19,12 +19,14 @@ from ._version import __version__ as __version__
 # public name -> the module (relative to revzoo) that defines it
 _EXPORTS = {
     "convert": ".checkpoints",
+    "create": ".checkpoints",
     "export_checkpoint": ".checkpoints",
     "import_checkpoint": ".checkpoints",
     "load": ".checkpoints",
     "read_foreign": ".checkpoints",
     "read_metadata": ".checkpoints",
     "save": ".checkpoints",
+    "save_pretrained": ".checkpoints",
     "BlockReport": ".engine",
     "BottleneckAdapter": ".engine",
     "Coupling": ".engine",
@@ -48,7 +50,6 @@ _EXPORTS = {
     "ArchSpec": ".registry",
     "CheckpointFormat": ".registry",
     "ImportedCheckpoint": ".registry",
-    "create": ".registry",
     "from_timm": ".registry",
     "get_adapter": ".registry",
     "get_architecture": ".registry",
@@ -69,12 +70,14 @@ __getattr__, __dir__ = attach(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .checkpoints import convert as convert
+    from .checkpoints import create as create
     from .checkpoints import export_checkpoint as export_checkpoint
     from .checkpoints import import_checkpoint as import_checkpoint
     from .checkpoints import load as load
     from .checkpoints import read_foreign as read_foreign
     from .checkpoints import read_metadata as read_metadata
     from .checkpoints import save as save
+    from .checkpoints import save_pretrained as save_pretrained
     from .engine import BlockReport as BlockReport
     from .engine import BottleneckAdapter as BottleneckAdapter
     from .engine import Coupling as Coupling
@@ -98,7 +101,6 @@ if TYPE_CHECKING:
     from .registry import ArchSpec as ArchSpec
     from .registry import CheckpointFormat as CheckpointFormat
     from .registry import ImportedCheckpoint as ImportedCheckpoint
-    from .registry import create as create
     from .registry import from_timm as from_timm
     from .registry import get_adapter as get_adapter
     from .registry import get_architecture as get_architecture
@@ -155,6 +157,7 @@ __all__ = [
     "register_plugin",
     "reversibilize",
     "save",
+    "save_pretrained",
     "set_execution",
     "set_form",
     "to_timm",

@@ -18,6 +18,7 @@ from ..engine import FORMS, coupling_record, get_form
 from ..errors import CheckpointError
 from ..registry import get_format, resolve
 from ._build import build_for, read_with
+from ._directory import load_pretrained
 from ._foreign import read_foreign, tensor_items
 from ._io import SAFETENSORS_SUFFIX, check_output, progress_bar, require_file
 from ._provenance import file_architecture, migrate, provenance_metadata
@@ -161,7 +162,8 @@ def load(
 ) -> nn.Module:
     """Rebuilds a model from a revzoo file's metadata and loads its weights, tensor by tensor.
 
-    `path` is a safetensors file or a shard index (`model.safetensors.index.json`).
+    `path` is a safetensors file or a shard index (`model.safetensors.index.json`), or a
+    Hugging Face Hub model directory (see `save_pretrained`), rebuilt from its config.json.
     `form` asks for the other form of the same weights. A file without revzoo metadata
     (a bare state dict, `.safetensors` or `.pt`) loads when `architecture` (and, if not
     the defaults, `config`) is given. `dtype="auto"` gives the model the file's floating dtype
@@ -173,6 +175,8 @@ def load(
     Example:
         >>> model = revzoo.load("dalle.safetensors", form="sequential")
     """
+    if Path(path).is_dir() and architecture is None and config is None:
+        return load_pretrained(path, form=form, device=device, dtype=dtype)
     path = require_file(path)
     if path.suffix.lower() != SAFETENSORS_SUFFIX and not is_index(path):
         if architecture is None:
