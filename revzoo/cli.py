@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from ._version import __version__
 from .errors import RevzooError
 
 __all__ = ["main"]
@@ -19,19 +19,29 @@ __all__ = ["main"]
 EXIT_BAD_INPUT = 2
 
 
-def _card_location(card: str | None) -> str | None:
-    """Returns the card's absolute path when it is in this checkout (an editable install), else as registered."""
-    if card is None:
-        return None
-    in_checkout = Path(__file__).resolve().parents[1] / card
-    return str(in_checkout) if in_checkout.is_file() else card
+def _models(pattern: str) -> list[dict[str, object]]:
+    """Returns one record per listed name; an architecture that needs a sub-name is shown as NAME/<KEY>."""
+    from . import registry
+
+    records = []
+    for name in registry.list_models(pattern):
+        spec, form, _ = registry.resolve(name)
+        record = {"name": name, "architecture": spec.name, "form": form or registry.default_form(spec),
+                  "description": spec.description}
+        if spec.subname_key:
+            record["name"] = f"{name}/<{spec.subname_key}>"
+            record["hint"] = f"`{name}` alone cannot be created; it needs a {spec.subname_key}: {spec.description}"
+        records.append(record)
+    return records
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
-    from . import registry
-
-    for name in registry.list_models(args.pattern):
-        print(name)
+    records = _models(args.pattern)
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return
+    for record in records:
+        print(record["name"] + (f"    # {record['hint']}" if "hint" in record else ""))
 
 
 def _cmd_info(args: argparse.Namespace) -> None:
@@ -40,6 +50,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
     spec, form, subname = registry.resolve(args.name)
     layout = spec.layout
     origin = registry.provenance(spec.name)
+    section = registry.card_section(args.name)
     info = {
         "name": spec.name,
         "aliases": list(spec.aliases),
@@ -51,13 +62,16 @@ def _cmd_info(args: argparse.Namespace) -> None:
         "stream layout": (
             "a single tensor" if layout is None else {"stream": layout.stream, "fields": layout.fields or "dict"}
         ),
-        "card": _card_location(spec.card),
+        "card": section.location if section else (f"{spec.card} (not found)" if spec.card else None),
         "plugin": origin["plugin"],
         "package": " ".join(filter(None, (origin["distribution"], origin["plugin_version"]))) or "registered at run time",
         "file schema": origin["schema"],
     }
     if subname:
         info["subname"] = {spec.subname_key: subname}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
     width = max(map(len, info))
     for key, value in info.items():
         shown = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
@@ -175,14 +189,17 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="revzoo", description="A model zoo of reversible networks for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"revzoo {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub = commands.add_parser("list", help="list registered models (fnmatch pattern)")
     sub.add_argument("pattern", nargs="?", default="*")
+    sub.add_argument("--json", action="store_true", help="one JSON record per name: form, architecture, description")
     sub.set_defaults(run=_cmd_list)
 
     sub = commands.add_parser("info", help="show an architecture's spec: config, forms, routes, layout, card")
     sub.add_argument("name")
+    sub.add_argument("--json", action="store_true", help="the same as one JSON object")
     sub.set_defaults(run=_cmd_info)
 
     sub = commands.add_parser("plugins", help="show plugins as JSON: name, version, hooks, models, status")

@@ -65,11 +65,18 @@ def test_every_registered_model_has_a_card_with_the_fields(builtin_plugins: list
             assert field in generated, f"{spec.card}: no {field!r}"
 
 
-def test_info_shows_the_card(builtin_plugins: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_shows_the_card_section_of_each_name(builtin_plugins: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     for name in builtin_plugins:
         assert main(["info", name]) == 0
-        card = ROOT / revzoo.get_architecture(name).card  # in a checkout, info shows the absolute path
-        assert re.search(rf"^card\s+{re.escape(str(card))}$", capsys.readouterr().out, re.M), name
+        spec = revzoo.get_architecture(name)
+        card = ROOT / spec.card  # in a checkout, info shows the absolute path
+        match = re.search(rf"^card\s+{re.escape(str(card))}#(\S+)$", capsys.readouterr().out, re.M)
+        assert match, name
+        heading = re.search(rf"^### (`{re.escape(spec.name)}`.*)$", card.read_text(), re.M).group(1)
+        assert match.group(1) == re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-"), name
+        section = revzoo.registry.card_section(name)
+        assert f"`{name}`" in section.text and "#### Default config" in section.text, name
+        assert section.text.count("### `") == 1, f"{name}: the section runs into another architecture's"
 
 
 PROSE = """---

@@ -23,6 +23,10 @@ _EXPORTS = {
     "wrap": "._adapt",
     "loaded_registry": "._plugins",
     "register_plugin": "._plugins",
+    "CardSection": "._cards",
+    "card_file": "._cards",
+    "card_section": "._cards",
+    "split_front_matter": "._cards",
     "unregister_plugin": "._plugins",
     "preserving_coupling": "._preserve",
     "reversibilize": "._preserve",
@@ -49,6 +53,10 @@ if TYPE_CHECKING:
     from ._adapt import to_timm as to_timm
     from ._adapt import unwrap as unwrap
     from ._adapt import wrap as wrap
+    from ._cards import CardSection as CardSection
+    from ._cards import card_file as card_file
+    from ._cards import card_section as card_section
+    from ._cards import split_front_matter as split_front_matter
     from ._plugins import loaded_registry as loaded_registry
     from ._plugins import register_plugin as register_plugin
     from ._plugins import unregister_plugin as unregister_plugin
@@ -71,8 +79,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Adapter",
     "ArchSpec",
+    "CardSection",
     "CheckpointFormat",
     "ImportedCheckpoint",
+    "card_file",
+    "card_section",
     "create",
     "default_form",
     "from_timm",
@@ -89,6 +100,7 @@ __all__ = [
     "register_plugin",
     "resolve",
     "reversibilize",
+    "split_front_matter",
     "to_timm",
     "unregister_plugin",
     "unwrap",

@@ -1,0 +1,78 @@
+"""Model cards: where a registered name's card is (installed or in the checkout) and its own section in it.
+
+The built-in cards live in `model_cards/` of the source tree and are shipped in the wheel as
+`revzoo/model_cards/`, so an installed revzoo finds them as well as a checkout does. One card
+file may describe several architectures (vit.md: vit-tiny, vit-small, vit-base, timm); each
+architecture has its own section there, written by tools/make_cards.py, with its config,
+forms and measured figures, and every name of the architecture (NAME, NAME-rev) resolves to it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._registry import resolve
+
+__all__ = ["CardSection", "card_file", "card_section", "split_front_matter"]
+
+_PACKAGE = Path(__file__).resolve().parents[1]  # revzoo/
+_FRONT_MATTER = re.compile(r"---\n(.*?\n)?---\n", re.S)
+
+
+def card_file(card: str | None) -> Path | None:
+    """Returns the card registered as `card` (a path such as "model_cards/vit.md"), or None if it is nowhere.
+
+    Looked up as given when absolute, else in the installed package (`revzoo/model_cards/`, a wheel),
+    then in the source tree beside the package (a checkout or an editable install).
+    """
+    if not card:
+        return None
+    path = Path(card)
+    candidates = [path] if path.is_absolute() else [_PACKAGE / path, _PACKAGE.parent / path]
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
+
+
+def split_front_matter(text: str) -> tuple[str, str]:
+    """Returns a card's YAML front matter (without the `---` lines; "" if none) and the rest of it."""
+    match = _FRONT_MATTER.match(text)
+    return ("", text) if match is None else (match.group(1) or "", text[match.end():])
+
+
+def _anchor(heading: str) -> str:
+    """Returns the link anchor GitHub and the Hub give a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@dataclass(frozen=True)
+class CardSection:
+    """An architecture's own part of its card: the file, the heading's anchor, the section's Markdown."""
+
+    path: Path
+    anchor: str | None
+    text: str
+
+    @property
+    def location(self) -> str:
+        """Returns `path#anchor`, what `revzoo info` shows."""
+        return f"{self.path}#{self.anchor}" if self.anchor else str(self.path)
+
+
+def card_section(name: str) -> CardSection | None:
+    """Returns the card section of a registered model name (NAME and NAME-rev share it), or None without a card.
+
+    The section is the one whose `###` heading names the architecture first (as tools/make_cards.py
+    writes them); a card without one is returned whole, with no anchor.
+    """
+    spec = resolve(name)[0]
+    path = card_file(spec.card)
+    if path is None:
+        return None
+    body = split_front_matter(path.read_text(encoding="utf-8"))[1]
+    start = re.search(rf"^### `{re.escape(spec.name)}`.*$", body, re.M)
+    if start is None:
+        return CardSection(path, None, body)
+    end = re.compile(r"^(#{1,3} |<!-- revzoo:generated:end)", re.M).search(body, start.end())
+    text = body[start.start(): end.start() if end else len(body)].rstrip() + "\n"
+    return CardSection(path, _anchor(start.group(0).lstrip("#")), text)
