@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -89,3 +91,17 @@ def test_sdist_ships_the_whole_test_tree_and_its_tests_collect(built, tmp_path) 
                                cwd=unpacked, capture_output=True, text=True, timeout=300)
     summary = collected.stdout.strip().splitlines()[-1]
     assert collected.returncode == 0 and "collected" in summary and "error" not in summary, collected.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_finds_its_cards(built, tmp_path) -> None:
+    names = zipfile.ZipFile(built["wheel"]).namelist()
+    assert {f"revzoo/model_cards/{card.name}" for card in (ROOT / "model_cards").glob("*.md")} <= set(names)
+    site = tmp_path / "site"  # a non-editable install, found before this checkout's editable one
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", str(site),
+                    str(built["wheel"])], check=True, timeout=300)
+    shown = subprocess.run([sys.executable, "-m", "revzoo", "info", "vit-tiny-rev", "--json"], cwd=tmp_path,
+                           env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    card = json.loads(shown.stdout)["card"]
+    assert card == f"{site / 'revzoo' / 'model_cards' / 'vit.md'}#vit-tiny-and-vit-tiny-rev"
