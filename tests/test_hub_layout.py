@@ -150,3 +150,18 @@ def test_a_directory_that_is_not_a_revzoo_model_is_one_clear_error(tmp_path, bui
 
 def test_registry_names_still_create(builtin_plugins):
     assert revzoo.get_form(revzoo.create("vit-tiny-rev", img_size=32, depth=1)) == "reversible"
+
+
+def test_weights_without_revzoo_metadata_are_rebuilt_from_config_json(tmp_path, builtin_plugins):
+    from safetensors.torch import save_file
+
+    model = small_vit(builtin_plugins)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "model.safetensors")
+    config = {"architecture": "vit-tiny", "form": "reversible", "config": model.revzoo_config}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    torch.testing.assert_close(outputs(revzoo.load(tmp_path).eval()), outputs(model), atol=0, rtol=0)
+    config["architecture"] = "dalle"
+    directory = revzoo.save_pretrained(model, tmp_path / "saved")
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(revzoo.CheckpointError, match="not 'dalle'"):
+        revzoo.load(directory)

@@ -13,7 +13,6 @@ from ._checkpoint import load as load
 from ._checkpoint import probe_forms as probe_forms
 from ._checkpoint import read_metadata as read_metadata
 from ._checkpoint import save as save
-from ._directory import load_pretrained as load_pretrained
 from ._foreign import read_foreign as read_foreign
 from ._hub import create as create
 from ._hub import load_from_hub as load_from_hub
@@ -28,7 +27,6 @@ __all__ = [
     "import_checkpoint",
     "load",
     "load_from_hub",
-    "load_pretrained",
     "probe_forms",
     "read_foreign",
     "read_metadata",

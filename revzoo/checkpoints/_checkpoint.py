@@ -18,7 +18,7 @@ from ..engine import FORMS, coupling_record, get_form
 from ..errors import CheckpointError
 from ..registry import get_format, resolve
 from ._build import build_for, read_with
-from ._directory import load_pretrained
+from ._directory import pretrained_files
 from ._foreign import read_foreign, tensor_items
 from ._io import SAFETENSORS_SUFFIX, check_output, progress_bar, require_file
 from ._provenance import file_architecture, migrate, provenance_metadata
@@ -176,7 +176,8 @@ def load(
         >>> model = revzoo.load("dalle.safetensors", form="sequential")
     """
     if Path(path).is_dir() and architecture is None and config is None:
-        return load_pretrained(path, form=form, device=device, dtype=dtype)
+        path, saved = pretrained_files(path)  # the weights' own metadata rebuilds the model when they carry it
+        architecture, config, form = saved["architecture"], saved["config"], form or saved.get("form")
     path = require_file(path)
     if path.suffix.lower() != SAFETENSORS_SUFFIX and not is_index(path):
         if architecture is None:

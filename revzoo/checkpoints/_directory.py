@@ -1,6 +1,6 @@
-"""Reading a Hugging Face Hub model directory: config.json, then model.safetensors or its shards and index.
+"""A Hugging Face Hub model directory: config.json, model.safetensors or its shards and index, README.md.
 
-`revzoo.load(DIR)` comes here; `save_pretrained` (in _hub) writes such directories.
+`revzoo.load(DIR)` reads one through `pretrained_files`; `save_pretrained` (in _hub) writes them.
 """
 
 from __future__ import annotations
@@ -10,15 +10,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from ..errors import CheckpointError
-from ..registry import create, resolve
-from ._shards import open_tensors
-from ._state import fit_tensors
 
-__all__ = ["CARD_NAME", "CONFIG_NAME", "INDEX_NAME", "WEIGHTS_NAME", "load_pretrained"]
+__all__ = ["CARD_NAME", "CONFIG_NAME", "INDEX_NAME", "WEIGHTS_NAME", "pretrained_files"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -44,22 +38,14 @@ def _read_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def load_pretrained(
-    directory: str | os.PathLike,
-    form: str | None = None,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-) -> nn.Module:
-    """Rebuilds the model of a Hub-layout directory from its config.json and loads its weights (single or sharded)."""
+def pretrained_files(directory: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """Returns the weights to load from a Hub-layout directory (the index when sharded) and its config.json.
+
+    Raises CheckpointError if the directory is not a revzoo model directory.
+    """
     directory = Path(directory)
     config = _read_config(directory)
     weights = directory / INDEX_NAME if (directory / INDEX_NAME).is_file() else directory / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{directory}: no {WEIGHTS_NAME} or {INDEX_NAME} beside {CONFIG_NAME}")
-    with open_tensors(weights) as (raw, source):
-        stored = raw.get("revzoo.architecture")
-        if stored is not None and resolve(stored)[0].name != resolve(config["architecture"])[0].name:
-            raise CheckpointError(f"{weights}: holds a {stored!r} model, but {CONFIG_NAME} says {config['architecture']!r}")
-        model = create(config["architecture"], form=form or config.get("form"), **config["config"])
-        fit_tensors(model, source, str(weights), json.loads(raw.get("revzoo.aliases", "{}")))
-    return model.to(device=device, dtype=dtype)
+    return weights, config

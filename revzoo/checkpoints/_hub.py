@@ -25,8 +25,8 @@ from ..engine import get_form
 from ..errors import CheckpointError, ConfigError
 from ..registry import card_section, resolve
 from ..registry import create as create_registered
-from ._checkpoint import save
-from ._directory import CARD_NAME, CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME, load_pretrained
+from ._checkpoint import load, save
+from ._directory import CARD_NAME, CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME
 
 __all__ = ["HUB_PREFIX", "create", "load_from_hub", "model_card", "save_pretrained"]
 
@@ -166,7 +166,7 @@ def load_from_hub(
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = "auto",
 ) -> nn.Module:
     """Loads `ORG/NAME[@REVISION]` from the Hub through huggingface_hub's cache; offline with `HF_HUB_OFFLINE=1`."""
     hub = _huggingface_hub()
@@ -181,7 +181,7 @@ def load_from_hub(
         raise CheckpointError(
             f"{HUB_PREFIX}{reference}: cannot fetch it through huggingface_hub ({type(err).__name__}: {reason})"
         ) from err
-    return load_pretrained(directory, form=form, device=device, dtype=dtype)
+    return load(directory, form=form, device=device, dtype=dtype)
 
 
 def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
