@@ -100,8 +100,9 @@ def test_an_installed_wheel_finds_its_cards(built, tmp_path) -> None:
     site = tmp_path / "site"  # a non-editable install, found before this checkout's editable one
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", str(site),
                     str(built["wheel"])], check=True, timeout=300)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("REVZOO_")}  # plugins autoload
     shown = subprocess.run([sys.executable, "-m", "revzoo", "info", "vit-tiny-rev", "--json"], cwd=tmp_path,
-                           env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=300)
+                           env={**env, "PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
     card = json.loads(shown.stdout)["card"]
     assert card == f"{site / 'revzoo' / 'model_cards' / 'vit.md'}#vit-tiny-and-vit-tiny-rev"
