@@ -109,7 +109,7 @@ def test_unmapped_and_missing_keys_are_listed() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda c: c.pop("hparams"), "'hparams' with 'dim' and 'depth' is missing"),
+        (lambda c: c.pop("hparams"), "neither a DALL-E (hparams with dim and depth) nor a train_vae.py VAE"),
         (lambda c: c["hparams"].update(sparse_attn=True), "sparse_attn=True"),
         (lambda c: c["hparams"].update(attn_types=("sparse",)), "DeepSpeed"),
         (lambda c: c["hparams"].update(dim=32), "shape mismatch"),

@@ -89,7 +89,7 @@ def test_raw_images_go_through_the_vae() -> None:
     torch.testing.assert_close(model(text, images), model(text, ids))
     assert model.vae.decode(ids).shape == (2, 3, 16, 16)
     model.vae.requires_grad_(True)
-    model.vae(images).backward()
+    model.vae(images, return_loss=True).backward()
 
 
 @pytest.mark.parametrize(("form", "cond_scale"), [("sequential", 1.0), ("reversible", 3.0)])

@@ -1,7 +1,8 @@
 """revzoo_dalle: the DALL-E text-to-image transformer of DALLE-pytorch 1.6.6 as a revzoo plugin.
 
-Registers the architecture "dalle" (and so "dalle-rev", its reversible form) and the
-checkpoint format "dalle-pytorch" (DALLE-pytorch's training-script `.pt` dicts).
+Registers the architectures "dalle" (and so "dalle-rev", its reversible form) and
+"discrete-vae" (its first stage), and the checkpoint format "dalle-pytorch"
+(DALLE-pytorch's train_dalle.py and train_vae.py `.pt` dicts).
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from .config import DEFAULTS, build_dalle
 from .model import Dalle
 from .transformer import ROUTES, DalleTransformer
 from .vae import DiscreteVAE
+from .vae_model import VAE_DEFAULTS, DiscreteVAEModel, build_discrete_vae
 
 __all__ = [
     "Dalle",
     "DalleTransformer",
     "DiscreteVAE",
+    "DiscreteVAEModel",
+    "build_discrete_vae",
     "build_dalle",
     "example_inputs",
+    "example_vae_inputs",
     "read_dalle_pytorch",
     "register_architectures",
     "register_formats",
@@ -40,6 +45,12 @@ def example_inputs(model: Dalle, generator: torch.Generator) -> tuple[tuple, dic
     return (text.to(device), image.to(device)), {}
 
 
+def example_vae_inputs(model: DiscreteVAEModel, generator: torch.Generator) -> tuple[tuple, dict]:
+    """Returns `((images,), {"return_logits": True})`: two seeded images, and a call without Gumbel noise."""
+    images = torch.rand(2, model.vae.channels, model.image_size, model.image_size, generator=generator)
+    return (images.to(model.vae.codebook.weight.device),), {"return_logits": True}
+
+
 @revzoo.hookimpl
 def register_architectures(register: Callable[[revzoo.ArchSpec], None]) -> None:
     register(revzoo.ArchSpec(
@@ -54,6 +65,16 @@ def register_architectures(register: Callable[[revzoo.ArchSpec], None]) -> None:
         example_inputs=example_inputs,
         small={"dim": 128, "heads": 4, "dim_head": 32, "num_text_tokens": 1000, "text_seq_len": 32,
                "image_size": 128, "num_image_tokens": 256, "vae_hidden_dim": 32, "vae_codebook_dim": 64},
+    ))
+    register(revzoo.ArchSpec(
+        name="discrete-vae",
+        builder=build_discrete_vae,
+        description="DALLE-pytorch's discrete VAE (images to codebook ids and back), DALL-E's first stage",
+        defaults=VAE_DEFAULTS,
+        forms=("sequential",),
+        card="model_cards/dalle.md",
+        example_inputs=example_vae_inputs,
+        small={"image_size": 64, "num_tokens": 256, "codebook_dim": 64, "hidden_dim": 32},
     ))
 
 

@@ -22,6 +22,7 @@ import revzoo
 from .config import DEFAULTS, build_dalle
 from .rotary import dalle_rotary_table
 from .tokenizer import CLIP_VOCAB_SHA256, tokenizer_from_file, tokenizer_record
+from .vae_checkpoint import is_train_vae_checkpoint, read_train_vae, write_train_vae
 
 __all__ = ["UPSTREAM_DALLE_DEFAULTS", "config_from_checkpoint", "read_dalle_pytorch", "write_dalle_pytorch"]
 
@@ -127,7 +128,8 @@ def config_from_checkpoint(obj: Mapping[str, Any]) -> tuple[dict[str, Any], str]
     """Returns the full "dalle" config and the form described by a training-script checkpoint."""
     hparams = obj.get("hparams")
     if not isinstance(hparams, Mapping) or "dim" not in hparams or "depth" not in hparams:
-        _fail("not a DALLE-pytorch DALL-E checkpoint: 'hparams' with 'dim' and 'depth' is missing")
+        _fail("not a DALLE-pytorch checkpoint: neither a DALL-E (hparams with dim and depth) nor a train_vae.py VAE "
+              "(hparams and encoder weights)")
     _check_types(obj, hparams)
     unknown = sorted(set(hparams) - set(UPSTREAM_DALLE_DEFAULTS) - {"dim", "depth"})
     if unknown:
@@ -207,6 +209,10 @@ def read_dalle_pytorch(obj: Any, *, bpe_path: str | None = None, **options: Any)
         tokenizer = tokenizer_record(tokenizer_from_file(bpe_path))
     if not isinstance(obj, Mapping):
         _fail(f"not a DALLE-pytorch checkpoint: expected the training script's dict, got {type(obj).__name__}")
+    if is_train_vae_checkpoint(obj):
+        if bpe_path is not None:
+            _fail("bpe_path is for DALL-E checkpoints; this is a VAE (train_vae.py) checkpoint, which has no tokenizer")
+        return read_train_vae(obj)
     config, form = config_from_checkpoint(obj)
     config.update(tokenizer)
     try:
@@ -254,10 +260,15 @@ def _upstream_layer_key(key: str, form: str, shift_tokens: bool) -> str:
 
 
 def write_dalle_pytorch(model: nn.Module) -> dict[str, Any]:
-    """Returns the training-script dict (hparams, vae_params, weights, ...) for a revzoo "dalle" model."""
+    """Returns the training-script dict (hparams, vae_params, weights, ...) for a revzoo "dalle" model.
+
+    A "discrete-vae" model gives train_vae.py's dict instead.
+    """
+    if getattr(model, "revzoo_architecture", None) == "discrete-vae":
+        return write_train_vae(model)
     config = getattr(model, "revzoo_config", None)
     if getattr(model, "revzoo_architecture", None) != "dalle" or config is None:
-        _fail("dalle-pytorch export needs a revzoo 'dalle' model (made by revzoo.create or revzoo.load)")
+        _fail("dalle-pytorch export needs a revzoo 'dalle' or 'discrete-vae' model (made by revzoo.create or revzoo.load)")
     config = {**DEFAULTS, **config}
     for name in ("conv_kernel_size", "conv_dilation", "ff_mult"):
         if config[name] != DEFAULTS[name]:

@@ -13,10 +13,9 @@ from .rotary import rotary_width
 from .tokenizer import TOKENIZER_KINDS
 from .transformer import DalleTransformer
 from .vae import DiscreteVAE
+from .vae_source import VAE_KINDS, resolve_vae
 
 __all__ = ["DEFAULTS", "VAE_KINDS", "build_dalle", "normalize_attn_types"]
-
-VAE_KINDS: tuple[str, ...] = ("discrete", "none")
 
 DEFAULTS: dict[str, Any] = {
     "dim": 256,
@@ -94,11 +93,17 @@ def _shared_ids(config: dict[str, Any], name: str) -> tuple[Any, ...] | None:
 
 
 def build_dalle(*, form: str = "reversible", **config: Any) -> Dalle:
-    """Builds a `Dalle` from a full "dalle" config; raises revzoo.ConfigError for bad hyperparameters."""
+    """Builds a `Dalle` from a full "dalle" config; raises revzoo.ConfigError for bad hyperparameters.
+
+    `vae` is "discrete" (built from the vae_* options), "none", a discrete-vae model or file
+    (its sizes replace the vae_* options), or a decoder (see vae_source.py for the protocol).
+    """
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
         _fail(f"unknown dalle option(s) {unknown}; valid options: {', '.join(sorted(DEFAULTS))}")
     config = {**DEFAULTS, **config}
+    given_vae, vae_record = resolve_vae(config["vae"])
+    config.update(vae_record)
     for name in ("dim", "depth", "heads", "dim_head", "num_text_tokens", "text_seq_len", "ff_mult",
                  "num_image_tokens", "vae_num_layers", "vae_codebook_dim", "vae_hidden_dim", "vae_channels"):
         _positive_int(config, name)
@@ -131,8 +136,8 @@ def build_dalle(*, form: str = "reversible", **config: Any) -> Dalle:
     if isinstance(loss_img_weight, bool) or not isinstance(loss_img_weight, (int, float)) or loss_img_weight < 0:
         _fail(f"loss_img_weight must be a number >= 0, got {loss_img_weight!r}")
 
-    vae = None
-    if config["vae"] == "discrete":
+    vae = given_vae if isinstance(given_vae, DiscreteVAE) else None
+    if config["vae"] == "discrete" and vae is None:
         vae = DiscreteVAE(
             image_size=image_size, num_tokens=config["num_image_tokens"], codebook_dim=config["vae_codebook_dim"],
             num_layers=layers, num_resnet_blocks=config["vae_num_resnet_blocks"],
@@ -147,10 +152,14 @@ def build_dalle(*, form: str = "reversible", **config: Any) -> Dalle:
         rotary_emb=config["rotary_emb"],
         shared_attn_ids=_shared_ids(config, "shared_attn_ids"), shared_ff_ids=_shared_ids(config, "shared_ff_ids"),
     )
-    return Dalle(
+    model = Dalle(
         transformer=transformer, dim=config["dim"], num_text_tokens=config["num_text_tokens"],
         text_seq_len=config["text_seq_len"], num_image_tokens=config["num_image_tokens"], vae=vae,
         loss_img_weight=float(loss_img_weight), stable=config["stable"],
         share_input_output_emb=config["share_input_output_emb"],
         tokenizer=config["tokenizer"], tokenizer_sha256=sha256,
     )
+    model.vae_record = vae_record
+    if given_vae is not None and vae is None:
+        model.attach_decoder(given_vae)
+    return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from .tokenizer import (
 )
 from .transformer import DalleTransformer
 from .vae import DiscreteVAE
+from .vae_source import resolve_vae
 
 __all__ = ["AxialPositionalEmbedding", "Dalle"]
 
@@ -86,6 +88,7 @@ class Dalle(revzoo.ZooModel):
         self.vae = vae
         if vae is not None:
             vae.requires_grad_(False)
+        self.vae_record: dict[str, Any] = {}  # config entries implied by a VAE given as a module or file
         if not share_input_output_emb:
             self.text_emb = nn.Embedding(self.num_text_tokens, dim)
             self.image_emb = nn.Embedding(num_image_tokens, dim)
@@ -103,6 +106,33 @@ class Dalle(revzoo.ZooModel):
         self.register_buffer("logits_mask", is_text_position != is_text_token, persistent=False)
 
     generate_images = generate_images
+
+    @property
+    def revzoo_config(self) -> dict[str, Any]:
+        """The config revzoo.save records; a VAE given as a module or file is recorded by its sizes."""
+        return self._revzoo_config
+
+    @revzoo_config.setter
+    def revzoo_config(self, config: dict[str, Any]) -> None:
+        self._revzoo_config = {**config, **self.vae_record}
+
+    def attach_decoder(self, decoder: Any) -> None:
+        """Attaches a VAE decoder that revzoo does not own (OpenAI's, VQGAN's, ...) to a model without one.
+
+        The decoder follows the protocol in vae_source.py; its codebook and grid must be the
+        model's. Its weights are not saved with the model.
+        """
+        if self.vae is not None and not getattr(self, "_decoder_attached", False):
+            raise revzoo.ConfigError("this model has its own discrete VAE; attach_decoder is for models with vae='none'")
+        _, record = resolve_vae(decoder)
+        grid = record["image_size"] // 2 ** record["vae_num_layers"]
+        if record["num_image_tokens"] != self.num_image_tokens or grid**2 != self.image_seq_len:
+            raise revzoo.ConfigError(
+                f"the decoder has {record['num_image_tokens']} codes on a {grid}x{grid} grid; this model needs "
+                f"{self.num_image_tokens} codes on a {math.isqrt(self.image_seq_len)}x{math.isqrt(self.image_seq_len)} grid"
+            )
+        object.__setattr__(self, "vae", decoder)  # not a submodule: its weights stay out of the state dict
+        self._decoder_attached = True
 
     @property
     def tokenizer(self) -> CaptionTokenizer:
@@ -151,8 +181,8 @@ class Dalle(revzoo.ZooModel):
         """Returns image token ids: `image` itself when it holds ids (batch, n), else the VAE's codes."""
         if image.dim() == 2:
             return image
-        if self.vae is None:
-            raise ValueError(f"this model has no VAE: pass image token ids (batch, n), not a {image.dim()}-d image")
+        if self.vae is None or not hasattr(self.vae, "get_codebook_indices"):
+            raise ValueError(f"this model has no VAE encoder: pass image token ids (batch, n), not a {image.dim()}-d image")
         return self.vae.get_codebook_indices(image)
 
     def _text_with_bos(self, text: torch.Tensor, null_cond: torch.Tensor | None) -> torch.Tensor:

@@ -73,7 +73,7 @@ def _train_vae(vae, images: torch.Tensor, steps: int) -> None:
     vae.requires_grad_(True)
     optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
     for _ in _progress(range(steps), steps, "training the VAE"):
-        loss = vae(images)
+        loss = vae(images, return_loss=True)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
