@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-__all__ = ["generate_images", "gumbel_sample", "top_k_filter"]
+__all__ = ["generate_images", "generate_texts", "gumbel_sample", "top_k_filter"]
 
 
 def top_k_filter(logits: torch.Tensor, thres: float = 0.5) -> torch.Tensor:
@@ -52,6 +52,7 @@ def generate_images(
     img: torch.Tensor | None = None,
     num_init_img_tokens: int | None = None,
     use_cache: bool = True,
+    clip: Any = None,
     return_tokens: bool = False,
     truncate_text: bool = False,
     progress: bool = False,
@@ -64,6 +65,8 @@ def generate_images(
     `img` (images for the VAE, or token ids) primes the first `num_init_img_tokens` image
     tokens (default: 7/16 of the grid, as OpenAI primed 14 of 32 rows). With the same seed,
     `use_cache` changes the speed only, not the tokens. `progress` shows a bar on stderr.
+    `clip`: a module called as DALLE-pytorch calls its CLIP, `clip(text, images, return_loss=False)`;
+    then `(images, scores)` is returned, to rank the images.
     """
     if isinstance(text, str) or (isinstance(text, Sequence) and not isinstance(text, torch.Tensor)):
         text = model.tokenize(text, truncate_text=truncate_text)
@@ -88,6 +91,50 @@ def generate_images(
                 bar.update()
     finally:
         model.train(was_training)
+    if clip is not None:
+        if model.vae is None:
+            raise ValueError("clip= re-ranks decoded images; this model has no VAE decoder to make them")
+        images = model.vae.decode(image)
+        return images, clip(text, images, return_loss=False)
     if return_tokens or model.vae is None:
         return image
     return model.vae.decode(image)
+
+
+@torch.no_grad()
+def generate_texts(
+    model: nn.Module,
+    tokenizer: Any = None,
+    text: str | None = None,
+    *,
+    filter_thres: float = 0.5,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, list[str]]:
+    """Samples captions (DALLE-pytorch's `generate_texts`); returns the ids and their decoded texts.
+
+    Starts from `<bos>` (no `text`), or from the ids of `text`, which upstream does not
+    precede by `<bos>`; the same is done here so that the same seed gives the same text.
+    `tokenizer` defaults to the model's; upstream's tokenizer module (with `.tokenizer`) works too.
+    """
+    tokenizer = model.tokenizer if tokenizer is None else getattr(tokenizer, "tokenizer", tokenizer)
+    device = model.logits_mask.device
+    ids = [0] if not text else list(tokenizer.encode(text))
+    tokens = torch.tensor([ids], device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        while tokens.shape[1] < model.text_seq_len:
+            embedded = model.embed_text(tokens)
+            if not model.rotary_emb:
+                embedded = embedded + model.text_pos_emb(torch.arange(tokens.shape[1], device=device))
+            out = model.transformer(embedded)
+            if model.stable:
+                out = out / out.amax(dim=-1, keepdim=True).detach()
+            logits = model.to_logits(model.final_norm(out))[:, -1]
+            logits = logits.masked_fill(model.logits_mask[tokens.shape[1] - 1], -torch.finfo(logits.dtype).max)
+            sample = gumbel_sample(top_k_filter(logits, filter_thres), temperature)
+            tokens = torch.cat((tokens, sample[:, None]), dim=1)
+    finally:
+        model.train(was_training)
+    padding = set(range(model.num_text_tokens - model.text_seq_len, model.num_text_tokens))
+    return tokens, [tokenizer.decode(row, pad_tokens=padding) for row in tokens]

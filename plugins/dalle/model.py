@@ -13,7 +13,7 @@ from torch import nn
 
 import revzoo
 
-from .generate import generate_images
+from .generate import generate_images, generate_texts
 from .tokenizer import (
     CaptionTokenizer,
     TokenizerError,
@@ -106,6 +106,7 @@ class Dalle(revzoo.ZooModel):
         self.register_buffer("logits_mask", is_text_position != is_text_token, persistent=False)
 
     generate_images = generate_images
+    generate_texts = generate_texts
 
     @property
     def revzoo_config(self) -> dict[str, Any]:
@@ -201,6 +202,7 @@ class Dalle(revzoo.ZooModel):
         *,
         return_loss: bool = False,
         null_cond: torch.Tensor | None = None,
+        null_cond_prob: float = 0.0,
         cache: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """Returns logits (batch, n, total_tokens) for `<bos>`, text and the given image tokens, or the loss.
@@ -210,9 +212,16 @@ class Dalle(revzoo.ZooModel):
             image: image token ids (batch, n) or images (batch, channels, size, size) for the VAE.
             return_loss: return `(CE_text + loss_img_weight * CE_img) / (loss_img_weight + 1)` instead.
             null_cond: (batch,) bool, rows whose text is dropped (classifier-free guidance).
+            null_cond_prob: drop each row's text with this probability as well (DALLE-pytorch's training
+                call; it draws from the global RNG as upstream does).
             cache: a dict filled during generation (inference only); only positions from cache["offset"] on
                 are computed.
         """
+        if null_cond_prob:
+            if not 0 <= null_cond_prob <= 1:
+                raise ValueError(f"null_cond_prob must be in [0, 1], got {null_cond_prob!r}")
+            drawn = torch.zeros(text.shape[0], device=text.device).uniform_(0, 1) < null_cond_prob
+            null_cond = drawn if null_cond is None else null_cond.bool() | drawn
         text = self._text_with_bos(text, null_cond)
         tokens = self.embed_text(text)
         if not self.rotary_emb:

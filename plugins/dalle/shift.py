@@ -45,6 +45,8 @@ def shift_tokens(
     """
     batch, length, dim = x.shape
     past = 0 if history is None else history.shape[1]
+    if past == 0 and offset == 0 and length < text_len:  # a text prefix alone (generate_texts): upstream does not shift
+        return x
     if length == 1 and offset >= text_len + image_size and past >= image_size:
         return _shift_one_image_token(x, history, offset - text_len, image_size)
     window = x if past == 0 else torch.cat((history, x), dim=1)
