@@ -161,7 +161,7 @@ def test_bad_vae_values_are_one_sentence(tmp_path: Path) -> None:
         revzoo.create("dalle-rev", vae=torch.nn.Linear(2, 2), **DALLE)
     with pytest.raises(revzoo.ConfigError, match="'missing.pt' is none of these"):
         revzoo.create("dalle-rev", vae="missing.pt", **DALLE)
-    with pytest.raises(revzoo.ConfigError, match="is a DALL-E checkpoint, not a VAE"):
+    with pytest.raises(revzoo.ConfigError, match=r"is not a VAE \(train_vae.py\) checkpoint"):
         revzoo.create("dalle-rev", vae=FIXTURES / "seq_full_defaults.pt", **DALLE)
     model = revzoo.create("dalle-rev", vae="none", image_size=32, vae_num_layers=2, num_image_tokens=8, **DALLE)
     with pytest.raises(revzoo.ConfigError, match="8 codes on a 4x4 grid; this model needs 8 codes on a 8x8 grid"):

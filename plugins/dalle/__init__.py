@@ -16,6 +16,8 @@ import revzoo
 from .checkpoint import read_dalle_pytorch, write_dalle_pytorch
 from .config import DEFAULTS, build_dalle
 from .model import Dalle
+from .tokenizer import TokenizerError
+from .training_state import load_training_state, save_training_state
 from .transformer import ROUTES, DalleTransformer
 from .vae import DiscreteVAE
 from .vae_model import VAE_DEFAULTS, DiscreteVAEModel, build_discrete_vae
@@ -25,13 +27,16 @@ __all__ = [
     "DalleTransformer",
     "DiscreteVAE",
     "DiscreteVAEModel",
+    "TokenizerError",
     "build_discrete_vae",
     "build_dalle",
     "example_inputs",
     "example_vae_inputs",
+    "load_training_state",
     "read_dalle_pytorch",
     "register_architectures",
     "register_formats",
+    "save_training_state",
     "write_dalle_pytorch",
 ]
 

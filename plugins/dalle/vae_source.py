@@ -21,6 +21,7 @@ from typing import Any
 import revzoo
 
 from .vae import DEFAULT_NORMALIZATION, DiscreteVAE
+from .vae_checkpoint import is_train_vae_checkpoint, read_train_vae
 from .vae_model import DiscreteVAEModel, build_discrete_vae
 
 __all__ = ["VAE_KINDS", "resolve_vae"]
@@ -37,11 +38,11 @@ def _load_vae_file(path: Path) -> DiscreteVAEModel:
     if path.suffix.lower() == ".safetensors":
         model = revzoo.load(path)
     else:  # a train_vae.py checkpoint, read without pickle
-        from .checkpoint import read_dalle_pytorch
-
-        imported = read_dalle_pytorch(revzoo.read_foreign(path))
-        if imported.architecture != "discrete-vae":
-            _fail(f"vae file {str(path)!r} is a DALL-E checkpoint, not a VAE (train_vae.py) checkpoint")
+        obj = revzoo.read_foreign(path)
+        if not isinstance(obj, dict) or not is_train_vae_checkpoint(obj):
+            _fail(f"vae file {str(path)!r} is not a VAE (train_vae.py) checkpoint; a DALL-E checkpoint holds its "
+                  "VAE already (revzoo import dalle-pytorch)")
+        imported = read_train_vae(obj)
         model = build_discrete_vae(**imported.config)
         model.load_state_dict(dict(imported.tensors), strict=True)
     if not isinstance(model, DiscreteVAEModel):

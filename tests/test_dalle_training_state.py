@@ -1,0 +1,79 @@
+"""Training state beside a model, without pickle: resuming takes the same next steps as not stopping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from revzoo_dalle import load_training_state, save_training_state
+from safetensors import safe_open
+
+import revzoo
+
+SMALL = dict(dim=16, depth=2, heads=2, dim_head=8, num_text_tokens=20, text_seq_len=3, image_size=8,
+             vae_num_layers=1, num_image_tokens=8, vae_hidden_dim=4, vae_codebook_dim=4)
+
+
+@pytest.fixture(autouse=True)
+def dalle_plugin(register_plugin) -> None:
+    import revzoo_dalle
+
+    register_plugin(revzoo_dalle, name="dalle-test")
+
+
+def _step(model, optimizer, scheduler, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    text = torch.randint(1, 20, (2, 3), generator=generator)
+    image = torch.randint(0, 8, (2, 16), generator=generator)
+    model(text, image, return_loss=True).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    scheduler.step()
+
+
+def _trainer(model):
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam([{"params": trainable[::2], "lr": 1e-2}, {"params": trainable[1::2], "lr": 3e-3}])
+    return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
+
+
+def test_resuming_takes_the_same_steps(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = revzoo.create("dalle-rev", **SMALL)
+    optimizer, scheduler = _trainer(model)
+    for seed in range(3):
+        _step(model, optimizer, scheduler, seed)
+    weights = revzoo.save(model, tmp_path / "m.safetensors")
+    state = save_training_state(tmp_path / "m.training.safetensors", model, optimizer, scheduler, epoch=4)
+    with safe_open(str(state), framework="pt") as file:  # tensors by parameter name, the rest JSON
+        assert any(key.endswith("/exp_avg_sq") for key in file.keys())
+    for seed in range(3, 5):
+        _step(model, optimizer, scheduler, seed)
+
+    resumed = revzoo.load(weights)
+    optimizer2, scheduler2 = _trainer(resumed)
+    assert load_training_state(state, resumed, optimizer2, scheduler2) == 4
+    assert scheduler2.get_last_lr() == pytest.approx([1e-2 * 0.9**3, 3e-3 * 0.9**3])
+    for seed in range(3, 5):
+        _step(resumed, optimizer2, scheduler2, seed)
+    for (name, expected), actual in zip(model.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6, msg=name)
+
+
+def test_state_loads_into_an_optimizer_over_the_parameters_in_another_order(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = revzoo.create("dalle-rev", **SMALL)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    optimizer.zero_grad()
+    model(torch.tensor([[1, 2, 3]]), torch.zeros(1, 16, dtype=torch.long), return_loss=True).backward()
+    optimizer.step()
+    state = save_training_state(tmp_path / "t.safetensors", model, optimizer)
+    reversed_optimizer = torch.optim.Adam(list(reversed([p for p in model.parameters() if p.requires_grad])), lr=1e-2)
+    load_training_state(state, model, reversed_optimizer)
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            assert torch.equal(reversed_optimizer.state[parameter]["exp_avg"], optimizer.state[parameter]["exp_avg"])
+    other = torch.optim.Adam([next(model.parameters())])
+    with pytest.raises(revzoo.CheckpointError, match="the saved optimizer is over other parameters"):
+        load_training_state(state, model, other)
