@@ -144,14 +144,24 @@ class _ToGrid(torch.autograd.Function):
         return grad.to(ctx.dtype)
 
 
+def _grid_add(x: torch.Tensor, out: torch.Tensor, shift: int) -> torch.Tensor:
+    """`floor_grid(x · 2**-shift) + round_grid(out)`, exact in float64 whenever the result is in range.
+
+    Every operand is a multiple of the grid step (a rounded `out` too, even beyond the range, where
+    float64 holds only integers), so the sum is exact when it fits in 53 bits: checking the result's
+    range is enough.
+    """
+    scaled = x if shift == 0 else torch.floor(x * 2.0 ** (FRACTION_BITS - shift)) * 2.0**-FRACTION_BITS
+    return scaled + _grid(out)
+
+
 class _GridAdd(torch.autograd.Function):
-    """`floor_grid(x · 2**-shift) + round_grid(out)`: exact in float64; straight-through for the roundings."""
+    """`_grid_add` with straight-through gradients for the roundings."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, out: torch.Tensor, shift: int) -> torch.Tensor:
         ctx.shift, ctx.out_dtype = shift, out.dtype
-        scaled = x if shift == 0 else torch.floor(x * 2.0 ** (FRACTION_BITS - shift)) * 2.0**-FRACTION_BITS
-        return scaled + _grid(out)
+        return _grid_add(x, out, shift)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
@@ -198,8 +208,9 @@ class ExactArithmetic:
 
     def combine(self, index: int, branch: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Returns the exact `floor_grid(scale·x) + round_grid(out)`; its range is checked by `check_range`."""
-        y = _GridAdd.apply(x, out, self.shifts[branch])
-        self.in_range.append((index, branch, _in_range(out) & _in_range(y)))
+        shift = self.shifts[branch]
+        y = _GridAdd.apply(x, out, shift) if torch.is_grad_enabled() else _grid_add(x, out, shift)
+        self.in_range.append((index, branch, _in_range(y)))
         return y
 
     def side_bits(self, branch: int, x: torch.Tensor) -> torch.Tensor | None:
