@@ -50,7 +50,9 @@ def reference_grads(model: nn.Module, steps: list[torch.Tensor], world: int) -> 
     return {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-MODES = ("plain", "no_sync", "static_graph", "fsdp2-autograd", "fsdp2-invert", "fsdp2-block")
+MODES = (
+    "plain", "no_sync", "static_graph", "fsdp2-autograd", "fsdp2-invert", "fsdp2-block", "exact-plain", "exact-fsdp2-invert"
+)
 
 
 def run(rank: int, world: int, port: int, result_dir: str) -> None:
@@ -89,6 +91,10 @@ def _compare(rank: int, world: int, mode: str) -> str:
     model = TiedRoutedModel()
     reference = revzoo.set_execution(TiedRoutedModel(), "autograd")  # plain autograd, one process
     reference.load_state_dict(model.state_dict())
+    if mode.startswith("exact-"):  # a scaled, swapped coupling in exact arithmetic, in both
+        mode = mode.removeprefix("exact-")
+        for each in (model, reference):
+            each.stack.set_coupling(revzoo.Coupling((0.5, 0.5), swap=True), exact=True)
     steps = batches(2)  # static_graph only uses its recorded graph from the second iteration
     if mode.startswith("fsdp2"):
         revzoo.set_execution(model, "autograd" if mode == "fsdp2-autograd" else "invert")

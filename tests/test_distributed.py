@@ -42,7 +42,7 @@ def results(tmp_path_factory) -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.parametrize("mode", ["plain", "no_sync", "static_graph"])
+@pytest.mark.parametrize("mode", ["plain", "no_sync", "static_graph", "exact-plain"])
 def test_ddp_gradients_equal_single_process(mode: str, results) -> None:
     """Dropout, tied embeddings and a routed tensor that requires grad; no find_unused_parameters."""
     for rank, result in enumerate(results[mode]):
@@ -51,7 +51,7 @@ def test_ddp_gradients_equal_single_process(mode: str, results) -> None:
         assert float(worst) < 1e-6, f"rank {rank}: gradients differ from single-process by {worst}"
 
 
-@pytest.mark.parametrize("mode", ["fsdp2-autograd", "fsdp2-invert"])
+@pytest.mark.parametrize("mode", ["fsdp2-autograd", "fsdp2-invert", "exact-fsdp2-invert"])
 def test_fsdp2_per_branch_gradients_equal_single_process(mode: str, results) -> None:
     """fully_shard on each branch, CPU gloo: the recompute runs under FSDP2's own unshard/reduce-scatter hooks."""
     for rank, result in enumerate(results[mode]):

@@ -130,3 +130,15 @@ def test_models_outside_the_registry_need_an_example_call() -> None:
     assert model.stack.has_adapters and model.stack.blocks[0].adapter.width == 4
     with pytest.raises(revzoo.ConfigError, match="already has adapters"):
         revzoo.reversibilize(model, example_inputs=((torch.randn(2, 4),), {}))
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_exact_reversible_form_of_every_family_inverts_bitwise(name: str, builtin_plugins) -> None:
+    torch.manual_seed(5)
+    options = {**SMALL[name], **({"attn_dropout": 0.1, "ff_dropout": 0.1} if name == "dalle" else {})}
+    model = revzoo.create(name, form="reversible", **options)
+    model.exact = True
+    args, kwargs = revzoo.get_architecture(name).example_inputs(model, torch.Generator().manual_seed(0))
+    kwargs.pop("generator", None)
+    report = revzoo.check_reversible(model, *args, **kwargs)
+    assert report.bitwise and report.max_grad_diff == 0, str(report)
