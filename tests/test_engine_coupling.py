@@ -112,7 +112,7 @@ def test_side_bits_round_trip_for_negative_and_positive_grid_values(shift: int) 
     values = units * 2.0**-FRACTION_BITS
     low = unpack_low_bits(pack_low_bits(values, shift), shift, values)
     assert torch.equal(low, units - torch.floor(units / 2**shift) * 2**shift)
-    assert pack_low_bits(values, shift).numel() == -(-37 * shift // 8)  # shift bits per element, packed
+    assert pack_low_bits(values, shift).numel() == -(-37 // 8) * shift  # shift bits per element, packed by eights
 
 
 @pytest.mark.parametrize(

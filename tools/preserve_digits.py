@@ -1,7 +1,7 @@
 """Preserving conversion on real data: scikit-learn's 8x8 digits (shipped inside the package, no download).
 
     pip install -e ".[examples]"            # scikit-learn
-    python tools/preserve_digits.py         # about two minutes on 2 cores
+    python tools/preserve_digits.py         # about five minutes on 2 idle cores
 
 a. "Pretrain" a small sequential ViT (vit-tiny at 8x8 pixels, patch 2, width 64, depth 6).
 b. Test accuracy and logit change right after naive conversion (the plain reversible form of the same
@@ -31,7 +31,7 @@ import revzoo
 from revzoo.bench._measure import alternate_times, measure_peak, peak_in_subprocess
 
 CONFIG = {"img_size": 8, "patch_size": 2, "in_chans": 1, "num_classes": 10, "embed_dim": 64, "num_heads": 4, "depth": 6}
-PRETRAIN_STEPS, FINETUNE_STEPS, BATCH = 600, 300, 64
+PRETRAIN_STEPS, FINETUNE_STEPS, BATCH = 1000, 300, 64
 
 
 def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -169,20 +169,22 @@ class _GridAdd(torch.autograd.Function):
 
 
 def pack_low_bits(x: torch.Tensor, shift: int) -> torch.Tensor:
-    """Returns the `shift` low bits of every grid value of `x` (its multiples of 2**-FRACTION_BITS), packed 8 to a byte."""
-    units = (x * 2.0**FRACTION_BITS).to(torch.int64)
-    low = (units & ((1 << shift) - 1)).reshape(-1, 1)
-    bits = ((low >> torch.arange(shift, device=x.device)) & 1).to(torch.uint8).reshape(-1)
-    bits = torch.nn.functional.pad(bits, (0, -bits.numel() % 8)).reshape(-1, 8)
-    return (bits << torch.arange(8, device=x.device, dtype=torch.uint8)).sum(dim=1, dtype=torch.uint8)
+    """Returns the `shift` low bits of every grid value of `x` (its multiples of 2**-FRACTION_BITS), packed.
+
+    Eight elements' bits fill one int64 (8 * shift <= 64 bits), of which the `shift` low bytes are kept:
+    exactly `shift` bits per element, with a handful of whole-tensor operations.
+    """
+    low = (x * 2.0**FRACTION_BITS).to(torch.int64) & ((1 << shift) - 1)
+    low = torch.nn.functional.pad(low.reshape(-1), (0, -low.numel() % 8)).reshape(-1, 8)
+    words = (low << (shift * torch.arange(8, device=x.device))).sum(dim=1)
+    return words.view(torch.uint8).reshape(-1, 8)[:, :shift].contiguous()
 
 
 def unpack_low_bits(packed: torch.Tensor, shift: int, like: torch.Tensor) -> torch.Tensor:
     """Inverse of `pack_low_bits`: the low bits as float64 grid units, shaped like `like`."""
-    bits = (packed.reshape(-1, 1) >> torch.arange(8, device=packed.device, dtype=torch.uint8)) & 1
-    bits = bits.reshape(-1)[: like.numel() * shift].reshape(-1, shift).to(torch.int64)
-    low = (bits << torch.arange(shift, device=packed.device)).sum(dim=1)
-    return low.reshape(like.shape).to(torch.float64)
+    words = torch.nn.functional.pad(packed, (0, 8 - shift)).view(torch.int64).reshape(-1, 1)
+    low = (words >> (shift * torch.arange(8, device=packed.device))) & ((1 << shift) - 1)
+    return low.reshape(-1)[: like.numel()].reshape(like.shape).to(torch.float64)
 
 
 class ExactArithmetic:
