@@ -1,7 +1,9 @@
 """`revzoo demo`: the whole life of a small reversible DALL-E in under two minutes on a CPU.
 
-Creates `dalle-rev` with its discrete VAE and CLIP's caption tokenizer (DALLE-pytorch's
-default), trains it a few steps on synthetic captioned shapes, measures one training
+Trains a small byte-level BPE on the captions (a Hugging Face `tokenizers` file, the kind
+DALLE-pytorch's `--bpe_path x.json` takes; CLIP's 49,408-token BPE would make the text
+embedding and logits 50 times larger), creates `dalle-rev` with its discrete VAE and that
+tokenizer, trains it a few steps on synthetic captioned shapes, measures one training
 step's peak memory in both forms, saves, converts to the sequential form and back,
 reloads, and writes a grid of images generated from the captions.
 """
@@ -25,8 +27,7 @@ __all__ = ["run_demo"]
 
 COLOURS = {"red": (1.0, 0.1, 0.1), "green": (0.1, 0.8, 0.2), "blue": (0.2, 0.3, 1.0), "yellow": (1.0, 0.9, 0.1)}
 SHAPES = ("square", "disc", "bar")
-CLIP_VOCAB_SIZE = 49408
-CONFIG = dict(dim=64, depth=4, heads=4, dim_head=16, num_text_tokens=CLIP_VOCAB_SIZE, text_seq_len=4, image_size=32,
+CONFIG = dict(dim=64, depth=4, heads=4, dim_head=16, text_seq_len=4, image_size=32,
               num_image_tokens=64, vae_num_layers=2, vae_hidden_dim=32, vae_codebook_dim=64, attn_dropout=0.1,
               ff_dropout=0.1)
 VAE_STEPS, STEPS, BATCH = 200, 250, 12
@@ -81,7 +82,18 @@ def _train_vae(vae, images: torch.Tensor, steps: int) -> None:
     print(f"trained the discrete VAE {steps} steps: reconstruction loss {loss.item():.4f}")
 
 
-def measure_step_memory(form: str, text: torch.Tensor) -> int:
+def train_caption_tokenizer(captions: list[str], path: Path) -> tuple[Path, int]:
+    """Writes a byte-level BPE trained on the captions (id 0: padding); returns its path and vocabulary size."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    tokenizer = ByteLevelBPETokenizer()
+    tokenizer.train_from_iterator(captions, vocab_size=300, min_frequency=1, special_tokens=["<pad>"],
+                                  show_progress=False)
+    tokenizer.save(str(path))
+    return path, tokenizer.get_vocab_size()
+
+
+def measure_step_memory(form: str, text: torch.Tensor, num_text_tokens: int) -> int:
     """Returns one training step's peak activation bytes for the demo model in `form` (run in its own process).
 
     `text` holds the tokenized captions, passed in so that this process does not load the tokenizer.
@@ -89,7 +101,7 @@ def measure_step_memory(form: str, text: torch.Tensor) -> int:
     from ._measure import measure_peak
 
     torch.manual_seed(0)
-    model = create("dalle", form=form, **CONFIG)
+    model = create("dalle", form=form, num_text_tokens=num_text_tokens, **CONFIG)
     _, images = captioned_shapes()
     text, images = text.repeat(2, 1)[:BATCH], images.repeat(2, 1, 1, 1)[:BATCH]
     tokens = model.image_tokens(images)
@@ -105,11 +117,13 @@ def run_demo(out_dir: str = "revzoo-demo", steps: int = STEPS, vae_steps: int = 
     out = _writable_directory(Path(out_dir))
     torch.manual_seed(0)
     captions, images = captioned_shapes()
-    model = create("dalle-rev", **CONFIG)
+    bpe_path, vocab_size = train_caption_tokenizer(captions, out / "captions-bpe.json")
+    model = create("dalle-rev", num_text_tokens=vocab_size, **CONFIG)
+    model.use_tokenizer(bpe_path, record=True)  # the checkpoint records its kind and sha256
     parameters = sum(p.numel() for p in model.parameters())
     print(f"created dalle-rev: {parameters / 1e6:.2f} M parameters, depth {CONFIG['depth']}, with a discrete VAE")
-    text = model.tokenize(captions)  # CLIP's BPE, as DALLE-pytorch tokenizes captions
-    print(f"tokenized {len(captions)} captions with {model.tokenizer.kind}'s BPE: {captions[0]!r} -> {text[0].tolist()}")
+    text = model.tokenize(captions)
+    print(f"tokenized the captions with a {vocab_size}-token BPE ({bpe_path}): {captions[0]!r} -> {text[0].tolist()}")
 
     _train_vae(model.vae, images, vae_steps)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
@@ -121,7 +135,7 @@ def run_demo(out_dir: str = "revzoo-demo", steps: int = STEPS, vae_steps: int = 
     print(f"trained {steps} steps on {len(captions)} captioned shapes: final loss {loss.item():.3f}")
 
     ids = json.dumps(text.tolist())
-    peaks = {form: peak_in_subprocess("revzoo.bench._demo", ["--measure", form, ids])["bytes"]
+    peaks = {form: peak_in_subprocess("revzoo.bench._demo", ["--measure", form, ids, str(vocab_size)])["bytes"]
              for form in ("reversible", "sequential")}
     print(f"peak memory of one training step: reversible {peaks['reversible'] / 2**20:.1f} MiB, "
           f"sequential {peaks['sequential'] / 2**20:.1f} MiB (x{peaks['reversible'] / peaks['sequential']:.2f}; "
@@ -131,6 +145,7 @@ def run_demo(out_dir: str = "revzoo-demo", steps: int = STEPS, vae_steps: int = 
     sequential = convert(saved, out / "dalle-seq.safetensors", "sequential", overwrite=True)
     back = convert(sequential, out / "dalle-rev-again.safetensors", "reversible", overwrite=True)
     reloaded = load(back).eval()
+    reloaded.use_tokenizer(bpe_path)  # checked against the sha256 the file records
     with torch.no_grad():
         same = torch.equal(reloaded(text, tokens).float(), model.eval()(text, tokens).float())
     print(f"saved {saved}, converted to {sequential} and back to {back}: reloaded outputs identical: {same}")
@@ -164,4 +179,5 @@ def _save_grid(images: torch.Tensor, path: Path, columns: int) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--measure"]:
-        print(json.dumps({"bytes": measure_step_memory(sys.argv[2], torch.tensor(json.loads(sys.argv[3])))}))
+        text, vocab_size = torch.tensor(json.loads(sys.argv[3])), int(sys.argv[4])
+        print(json.dumps({"bytes": measure_step_memory(sys.argv[2], text, vocab_size)}))
