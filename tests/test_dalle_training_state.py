@@ -77,3 +77,26 @@ def test_state_loads_into_an_optimizer_over_the_parameters_in_another_order(tmp_
     other = torch.optim.Adam([next(model.parameters())])
     with pytest.raises(revzoo.CheckpointError, match="the saved optimizer is over other parameters"):
         load_training_state(state, model, other)
+
+
+def test_dalle_pytorch_optimizer_state_resumes_with_upstreams_next_step(tmp_path: Path) -> None:
+    """resume.pt: two Adam steps in DALLE-pytorch 1.6.6; the third step there is in calls_reference.pt."""
+    from revzoo_dalle import import_dalle_pytorch_training_state, read_dalle_pytorch
+
+    fixtures = Path(__file__).parent / "fixtures" / "dalle"
+    expected = torch.load(fixtures / "calls_reference.pt", weights_only=True)["resume"]
+    model = revzoo.load(revzoo.import_checkpoint("dalle-pytorch", fixtures / "resume.pt", tmp_path / "m.safetensors"))
+    state = import_dalle_pytorch_training_state(fixtures / "resume.pt", tmp_path / "m.training.safetensors")
+    optimizer = torch.optim.Adam(list(reversed([p for p in model.parameters() if p.requires_grad])), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+    assert load_training_state(state, model, optimizer, scheduler) == 3
+    model.train()
+    loss = model(expected["text"], expected["image"], return_loss=True)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step(loss.item())
+    after = read_dalle_pytorch({**torch.load(fixtures / "resume.pt", weights_only=True), "weights": expected["after"]})
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, after.tensors[name], rtol=0, atol=1e-5, msg=name)
+    assert optimizer.param_groups[0]["lr"] == expected["lr_after"]

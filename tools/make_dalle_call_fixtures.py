@@ -42,6 +42,36 @@ class StandInTokenizer:
         return "".join("_" if i == 0 else chr(ord("a") + i - 1) if i < 12 else "#" for i in ids if i not in pad_tokens)
 
 
+def _resume_case(DALLE, DiscreteVAE) -> dict:
+    """Two Adam steps as train_dalle.py takes them, the checkpoint it would save (resume.pt), then the third step."""
+    from make_dalle_fixtures import BASE
+
+    torch.manual_seed(7)
+    hparams = {**BASE, "depth": 2, "attn_dropout": 0.0, "ff_dropout": 0.0, "reversible": True,
+               "attn_types": ("full",), "shift_tokens": True, "rotary_emb": True}
+    dalle = DALLE(vae=DiscreteVAE(**VAE_PARAMS), **hparams)
+    optimizer = torch.optim.Adam([p for p in dalle.parameters() if p.requires_grad], lr=1e-2)  # get_trainable_params
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0, cooldown=0, min_lr=1e-6)
+    text = torch.tensor([[3, 5, 0, 0], [7, 1, 2, 9]])
+    image = torch.randint(0, VAE_PARAMS["num_tokens"], (2, 16), generator=torch.Generator().manual_seed(3))
+
+    def step() -> None:
+        loss = dalle(text.clone(), image, return_loss=True)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step(loss.item())
+
+    step()
+    step()
+    torch.save({"hparams": hparams, "vae_params": VAE_PARAMS, "epoch": 3, "version": "1.6.6",
+                "vae_class_name": "DiscreteVAE", "weights": dalle.state_dict(), "opt_state": optimizer.state_dict(),
+                "scheduler_state": scheduler.state_dict()}, OUT / "resume.pt")
+    step()
+    return {"text": text, "image": image, "after": {k: v.clone() for k, v in dalle.state_dict().items()},
+            "lr_after": optimizer.param_groups[0]["lr"]}
+
+
 def main() -> None:
     stub_unused_imports()
     from dalle_pytorch import DALLE, DiscreteVAE
@@ -67,6 +97,7 @@ def main() -> None:
         torch.manual_seed(204)
         case["texts_from_prompt"] = dalle.generate_texts(holder, "ca", temperature=0.8)
         reference[name] = case
+    reference["resume"] = _resume_case(DALLE, DiscreteVAE)
     torch.save(reference, OUT / "calls_reference.pt")
     print(f"wrote {OUT / 'calls_reference.pt'}")
 

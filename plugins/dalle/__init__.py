@@ -17,7 +17,7 @@ from .checkpoint import read_dalle_pytorch, write_dalle_pytorch
 from .config import DEFAULTS, build_dalle
 from .model import Dalle
 from .tokenizer import TokenizerError
-from .training_state import load_training_state, save_training_state
+from .training_state import import_dalle_pytorch_training_state, load_training_state, save_training_state
 from .transformer import ROUTES, DalleTransformer
 from .vae import DiscreteVAE
 from .vae_model import VAE_DEFAULTS, DiscreteVAEModel, build_discrete_vae
@@ -32,6 +32,7 @@ __all__ = [
     "build_dalle",
     "example_inputs",
     "example_vae_inputs",
+    "import_dalle_pytorch_training_state",
     "load_training_state",
     "read_dalle_pytorch",
     "register_architectures",

@@ -24,7 +24,8 @@ from .rotary import dalle_rotary_table
 from .tokenizer import CLIP_VOCAB_SHA256, tokenizer_from_file, tokenizer_record
 from .vae_checkpoint import is_train_vae_checkpoint, read_train_vae, write_train_vae
 
-__all__ = ["UPSTREAM_DALLE_DEFAULTS", "config_from_checkpoint", "read_dalle_pytorch", "write_dalle_pytorch"]
+__all__ = ["UPSTREAM_DALLE_DEFAULTS", "config_from_checkpoint", "read_dalle_pytorch", "upstream_parameter_names",
+           "write_dalle_pytorch"]
 
 # DALLE.__init__ defaults of DALLE-pytorch 1.6.6: what upstream's generate.py gets for keys that hparams lacks.
 UPSTREAM_DALLE_DEFAULTS: dict[str, Any] = {
@@ -184,6 +185,28 @@ def _map_key(key: str, form: str, import_vae: bool) -> str | None:
         if only in (None, branch) and pattern.match(tail):
             return f"transformer.layers.blocks.{index}.{branch}.{pattern.sub(replacement, tail)}"
     return ""
+
+
+def upstream_parameter_names(weights: Mapping[str, torch.Tensor], form: str, count: int) -> list[str]:
+    """Returns revzoo's names of the `count` parameters of an upstream optimizer, in its order.
+
+    Upstream's optimizer takes `dalle.parameters()` (train_dalle.py: those requiring grad, so
+    without the frozen VAE): the state dict's order, each shared tensor once, buffers left out.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for key, value in weights.items():
+        identity = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+        groups.setdefault(identity, []).append(key)
+    names = []
+    for keys in groups.values():
+        mapped = [name for name in (_map_key(key, form, True) for key in keys) if name]
+        if mapped:  # a group that maps to nothing is a derived buffer (the rotary table)
+            names.append(mapped[0])
+    for candidate in ([name for name in names if not name.startswith("vae.")], names):
+        if len(candidate) == count:
+            return candidate
+    _fail(f"the checkpoint's optimizer holds {count} parameters; its DALL-E has {len(names)} "
+          f"({len([n for n in names if not n.startswith('vae.')])} without the VAE)")
 
 
 def _check_rotary_table(stored: torch.Tensor | None, config: Mapping[str, Any]) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 
 import revzoo
 
-__all__ = ["load_training_state", "save_training_state", "training_state_dict"]
+__all__ = ["import_dalle_pytorch_training_state", "load_training_state", "save_training_state", "training_state_dict"]
 
 _KEY = "revzoo.training"
 
@@ -74,6 +74,29 @@ def save_training_state(path: str | os.PathLike, model: nn.Module, optimizer: to
     """Writes the optimizer's (and scheduler's) state and the epoch to a safetensors file, atomically; returns it."""
     tensors, metadata = training_state_dict(
         _names(model, optimizer), optimizer.state_dict(), None if scheduler is None else scheduler.state_dict(), epoch)
+    return _write(path, tensors, metadata)
+
+
+def import_dalle_pytorch_training_state(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Writes the `opt_state`, `scheduler_state` and `epoch` of a DALLE-pytorch checkpoint as a training-state file.
+
+    Load it with `load_training_state` into an optimizer over the imported model's trainable
+    parameters (in any order): the next step is the one DALLE-pytorch would take on resuming.
+    """
+    from .checkpoint import config_from_checkpoint, upstream_parameter_names
+
+    obj = revzoo.read_foreign(src)
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("opt_state"), Mapping):
+        _fail(f"{src}: no opt_state; DALLE-pytorch saves the optimizer only in train_dalle.py checkpoints")
+    _, form = config_from_checkpoint(obj)
+    count = sum(len(group["params"]) for group in obj["opt_state"]["param_groups"])
+    names = upstream_parameter_names(obj["weights"], form, count)
+    tensors, metadata = training_state_dict(dict(enumerate(names)), obj["opt_state"], obj.get("scheduler_state"),
+                                            int(obj.get("epoch") or 0))
+    return _write(dst, tensors, metadata)
+
+
+def _write(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
     path = Path(path)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
