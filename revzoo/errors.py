@@ -6,6 +6,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "PluginError",
+    "PluginWarning",
     "RevzooError",
     "UnknownAdapterError",
     "UnknownFormatError",
@@ -44,6 +45,14 @@ class ConfigError(RevzooError, ValueError):
 
 class PluginError(RevzooError, ValueError):
     """A plugin registered something invalid or conflicting."""
+
+
+class PluginWarning(UserWarning):
+    """A plugin that failed to load or register, or a name it registers that another plugin provides.
+
+    The command line prints these as one `revzoo: warning:` line; filter them with
+    `warnings.filterwarnings("ignore", category=revzoo.errors.PluginWarning)`.
+    """
 
 
 class CheckpointError(RevzooError, ValueError):

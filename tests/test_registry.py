@@ -99,9 +99,17 @@ def test_plugin_raising_while_registering_is_isolated(register_plugin) -> None:
     assert revzoo.list_models() == ["tiny", "tiny-rev"]  # the half registration did not leak
 
 
+class FakeDistribution:
+    def __init__(self, name: str, version: str = "1.0") -> None:
+        self.name, self.version = name, version
+
+
 class FakeEntryPoint:
-    def __init__(self, name: str, load) -> None:
-        self.name, self._load, self.dist = name, load, None
+    """What importlib.metadata yields for an entry point: a name, a value, its distribution, and load()."""
+
+    def __init__(self, name: str, load, dist: str | None = None) -> None:
+        self.name, self.value, self._load = name, f"{name}_module", load
+        self.dist = FakeDistribution(dist) if dist else None
 
     def load(self):
         return self._load()

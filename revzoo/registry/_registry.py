@@ -13,7 +13,7 @@ from torch import nn
 from ..engine import ZooModel
 from ..errors import ConfigError, PluginError, UnknownFormatError, UnknownModelError
 from ._declared import check_declarations
-from ._plugins import loaded_registry, plugin_distribution, plugin_manager, plugin_version
+from ._plugins import is_builtin, loaded_registry, plugin_distribution, plugin_manager, plugin_version
 from ._spec import ArchSpec, CheckpointFormat
 
 __all__ = [
@@ -59,10 +59,16 @@ def list_models(pattern: str | Iterable[str] = "*", exclude: str | Iterable[str]
 
 
 def unknown_name_error(name: str, known: Iterable[str], what: str, error: type[KeyError], command: str) -> KeyError:
-    """Returns `error` quoting `name`, the closest known names, and the command that lists them."""
+    """Returns `error` quoting `name`, the closest known names, the command that lists them, and plugins not loaded.
+
+    A plugin left out for an optional dependency (the vit plugin without timm) is named with
+    what to install, since the name asked for may be one of its.
+    """
     close = difflib.get_close_matches(name, sorted(known), n=3)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-    return error(f"unknown {what} {name!r}{hint} (see: revzoo {command})")
+    unavailable = sorted(loaded_registry().unavailable.items())
+    absent = "".join(f"; plugin {plugin!r} is not loaded: it {needs}" for plugin, needs in unavailable)
+    return error(f"unknown {what} {name!r}{hint} (see: revzoo {command}){absent}")
 
 
 def resolve(name: str) -> tuple[ArchSpec, str | None, str | None]:
@@ -152,7 +158,11 @@ def provenance(name: str) -> dict[str, Any]:
 
 
 def plugins_info() -> list[dict[str, Any]]:
-    """Returns one record per plugin tried: name, version, hooks, models, formats, status, error."""
+    """Returns one record per plugin tried: name, version, built-in, hooks, what it provides, shadowed names, status, error.
+
+    `shadowed` lists the names the plugin registers that an earlier plugin provides (built-ins
+    first, then entry points by name, then run-time plugins): those stay with the earlier one.
+    """
     reg = loaded_registry()
     records = []
     for name, plugin in plugin_manager.list_name_plugin():
@@ -164,18 +174,22 @@ def plugins_info() -> list[dict[str, Any]]:
             {
                 "name": name,
                 "version": plugin_version(name),
+                "builtin": is_builtin(name),
                 "hooks": hooks,
                 "models": sorted(n for kind, n in owned if kind == "arch"),
                 "formats": sorted(n for kind, n in owned if kind == "format"),
                 "adapters": sorted(n for kind, n in owned if kind == "adapter"),
+                "shadowed": sorted(reg.shadowed.get(name, [])),
                 "status": "failed" if name in reg.failures else "ok",
                 "error": reg.failures.get(name),
             }
         )
-    for name, error in reg.failures.items():
+    absent = [(name, "failed", error) for name, error in reg.failures.items()]
+    absent += [(name, "unavailable", needs) for name, needs in reg.unavailable.items()]
+    for name, status, error in absent:
         if not plugin_manager.has_plugin(name):
             records.append(
-                {"name": name, "version": plugin_version(name), "hooks": [], "models": [], "formats": [],
-                 "adapters": [], "status": "failed", "error": error}
+                {"name": name, "version": plugin_version(name), "builtin": is_builtin(name), "hooks": [], "models": [],
+                 "formats": [], "adapters": [], "shadowed": [], "status": status, "error": error}
             )
     return sorted(records, key=lambda record: record["name"])

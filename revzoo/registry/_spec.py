@@ -28,6 +28,32 @@ def _check_name(name: Any, what: str) -> None:
         )
 
 
+_ROUTE_TARGETS = ("f", "g", "both")
+
+
+def _check_fields(spec: ArchSpec) -> None:
+    """Raises PluginError naming the architecture when a field has the wrong type (the ones later code relies on)."""
+    where = f"architecture {spec.name!r}:"
+    if isinstance(spec.aliases, str) or not isinstance(spec.aliases, (tuple, list)):
+        shown = f"the string {spec.aliases!r}" if isinstance(spec.aliases, str) else repr(spec.aliases)
+        raise PluginError(f"{where} aliases must be a tuple of names, not {shown} (write aliases=({spec.aliases!r},))")
+    if spec.card is not None and (not isinstance(spec.card, str) or not spec.card):
+        raise PluginError(f"{where} card must be a path such as 'model_cards/NAME.md' or None, got {spec.card!r}")
+    if spec.example_inputs is not None and not callable(spec.example_inputs):
+        raise PluginError(f"{where} example_inputs must be a function (model, generator) -> (args, kwargs) or None, "
+                          f"got {spec.example_inputs!r}")
+    if not isinstance(spec.routes, Mapping) or not all(isinstance(key, str) for key in spec.routes):
+        raise PluginError(f"{where} routes must map keyword names to 'f', 'g' or 'both', got {spec.routes!r}")
+    for key, target in spec.routes.items():
+        if target not in _ROUTE_TARGETS:
+            raise PluginError(f"{where} routes[{key!r}] is {target!r}; expected 'f', 'g' or 'both'")
+    if spec.subname_key is not None and not isinstance(spec.subname_key, str):
+        raise PluginError(f"{where} subname_key must be a config key or None, got {spec.subname_key!r}")
+    for label in ("defaults", "small"):
+        if not isinstance(getattr(spec, label), Mapping):
+            raise PluginError(f"{where} {label} must be a mapping of config keys to values, got {getattr(spec, label)!r}")
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """An architecture as a plugin registers it; validated in full on construction.
@@ -71,8 +97,9 @@ class ArchSpec:
 
     def __post_init__(self) -> None:
         _check_name(self.name, "architecture")
+        _check_fields(self)
         for alias in self.aliases:
-            _check_name(alias, f"alias of {self.name!r}:")
+            _check_name(alias, f"architecture {self.name!r}: alias")
         if not callable(self.builder):
             raise PluginError(f"architecture {self.name!r}: builder must be callable, got {self.builder!r}")
         if not isinstance(self.description, str) or not self.description or "\n" in self.description:

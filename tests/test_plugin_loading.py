@@ -1,0 +1,315 @@
+"""Plugin loading: precedence, isolation of any failure, hooks through pluggy, environment, specs, extras."""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from importlib import metadata
+
+import pytest
+from test_registry import FakeEntryPoint
+
+import revzoo
+import revzoo.testing
+from helpers import plugin_of, tiny_spec
+from revzoo.errors import PluginWarning
+from revzoo.registry import _plugins
+
+
+def format_plugin(*names: str):
+    class Formats:
+        @revzoo.hookimpl
+        def register_formats(self, register):
+            for name in names:
+                register(revzoo.CheckpointFormat(name=name, description="d", read=lambda obj: obj))
+
+    return Formats()
+
+
+def both(arch_plugin, format_plugin_):
+    """One plugin object with the architecture hook of the first and the format hook of the second."""
+
+    class Both:
+        register_architectures = arch_plugin.register_architectures
+        register_formats = format_plugin_.register_formats
+
+    return Both()
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """Sets the `revzoo` entry points that load_plugins sees; returns a function taking FakeEntryPoints."""
+    monkeypatch.delenv("REVZOO_LOAD_PLUGINS")
+
+    def install(*points: FakeEntryPoint) -> None:
+        monkeypatch.setattr(metadata, "entry_points", lambda group: list(points) if group == "revzoo" else [])
+
+    return install
+
+
+def records() -> dict[str, dict]:
+    return {record["name"]: record for record in revzoo.plugins_info()}
+
+
+# --- precedence ---------------------------------------------------------------------------------
+
+
+def builtin_dalle() -> FakeEntryPoint:
+    return FakeEntryPoint("dalle", lambda: both(plugin_of(tiny_spec("dalle")), format_plugin("dalle-pytorch")),
+                          dist="revzoo")
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_an_entry_point_with_a_builtins_name_is_refused_whatever_the_path_order(installed, reverse) -> None:
+    impostor = FakeEntryPoint("dalle", lambda: plugin_of(tiny_spec("dalle", card="impostor.md")), dist="evil")
+    points = [builtin_dalle(), impostor]
+    installed(*(reversed(points) if reverse else points))
+    with pytest.warns(PluginWarning, match=r"plugin 'dalle' of distribution evil 1.0 is not loaded: the built-in "
+                                           r"plugin 'dalle' of distribution revzoo 1.0 has that name"):
+        assert revzoo.get_architecture("dalle").card is None
+    assert revzoo.list_formats() == ["dalle-pytorch"]
+    assert records()["dalle"]["builtin"] is True and records()["dalle"]["version"] == "1.0"
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_claimed_name_stays_with_the_builtin_and_nothing_else_is_lost(installed, reverse) -> None:
+    claimer = FakeEntryPoint("aaa", lambda: plugin_of(tiny_spec("dalle"), tiny_spec("other")), dist="third")
+    points = [builtin_dalle(), claimer]
+    installed(*(reversed(points) if reverse else points))
+    with pytest.warns(PluginWarning, match="plugin 'aaa' registers model 'dalle', which plugin 'dalle' already provides"):
+        revzoo.list_models()
+    assert revzoo.list_formats() == ["dalle-pytorch"]  # the built-in keeps its format
+    assert "other" in revzoo.list_models()  # the claimer keeps its other names
+    info = records()
+    assert info["dalle"]["models"] == ["dalle"] and info["aaa"]["models"] == ["other"]
+    assert info["aaa"]["shadowed"] == ["dalle"] and info["aaa"]["status"] == "ok"
+
+
+def test_third_party_entry_points_take_precedence_by_name(installed) -> None:
+    installed(FakeEntryPoint("zed", lambda: plugin_of(tiny_spec("shared", card="zed.md"))),
+              FakeEntryPoint("abc", lambda: plugin_of(tiny_spec("shared", card="abc.md"))))
+    with pytest.warns(PluginWarning, match="plugin 'zed' registers model 'shared', which plugin 'abc' already provides"):
+        assert revzoo.get_architecture("shared").card == "abc.md"
+
+
+# --- isolation ----------------------------------------------------------------------------------
+
+
+class Boom(BaseException):
+    """Neither an Exception nor SystemExit/KeyboardInterrupt: still a plugin's failure, not the command's end."""
+
+
+def raise_(err: BaseException):
+    raise err
+
+
+def test_any_base_exception_at_import_or_in_a_hook_is_isolated(installed) -> None:
+    class RaisesInHook:
+        @revzoo.hookimpl
+        def register_architectures(self, register):
+            raise Boom("from a hook")
+
+    installed(FakeEntryPoint("exits", lambda: raise_(SystemExit(3))), FakeEntryPoint("boom", lambda: raise_(Boom("x"))),
+              FakeEntryPoint("hook", RaisesInHook), FakeEntryPoint("good", lambda: plugin_of(tiny_spec())))
+    with pytest.warns(PluginWarning) as warned:
+        assert revzoo.list_models() == ["tiny", "tiny-rev"]
+    assert len(warned) == 3
+    info = records()
+    assert info["exits"]["error"] == "SystemExit: 3" and info["boom"]["error"] == "Boom: x"
+    assert info["hook"]["error"] == "Boom: from a hook" and info["good"]["status"] == "ok"
+
+
+def test_ctrl_c_while_importing_names_the_way_out(installed, capsys) -> None:
+    installed(FakeEntryPoint("stuck", lambda: raise_(KeyboardInterrupt())))
+    with pytest.raises(KeyboardInterrupt):
+        revzoo.list_models()
+    assert "interrupted while importing plugin 'stuck'; run with REVZOO_DISABLE_PLUGINS=stuck" in capsys.readouterr().err
+
+
+def test_a_slow_import_is_named_with_the_way_to_skip_it(installed, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(_plugins, "SLOW_IMPORT_SECONDS", 0.05)
+    installed(FakeEntryPoint("slow", lambda: time.sleep(0.5) or plugin_of(tiny_spec())))
+    assert revzoo.list_models() == ["tiny", "tiny-rev"]
+    err = capsys.readouterr().err
+    assert "plugin 'slow' is still importing after 0.05 s; if it hangs, press Ctrl-C and run with " \
+           "REVZOO_DISABLE_PLUGINS=slow" in err
+
+
+# --- hooks through pluggy -----------------------------------------------------------------------
+
+
+def test_hooks_run_through_pluggy_with_wrappers_order_and_monitoring(register_plugin) -> None:
+    calls: list[str] = []
+
+    class Plain:
+        @revzoo.hookimpl
+        def register_architectures(self, register):
+            calls.append("plain")
+            register(tiny_spec("plain"))
+
+    class First:
+        @revzoo.hookimpl(tryfirst=True)
+        def register_architectures(self, register):
+            calls.append("first")
+            register(tiny_spec("first"))
+
+    class Wrapper:
+        @revzoo.hookimpl(wrapper=True)
+        def register_architectures(self, register):
+            calls.append("wrap-in")
+            result = yield
+            calls.append("wrap-out")
+            return result
+
+    monitored: list[str] = []
+    undo = _plugins.plugin_manager.add_hookcall_monitoring(
+        lambda hook_name, impls, kwargs: monitored.append(f"{hook_name}:{[i.plugin_name for i in impls]}"),
+        lambda outcome, hook_name, impls, kwargs: None,
+    )
+    try:
+        register_plugin(First(), name="first")
+        register_plugin(Plain(), name="plain")
+        calls.clear()
+        register_plugin(Wrapper(), name="wrapper")
+    finally:
+        undo()
+    assert calls == ["wrap-in", "first", "wrap-out", "wrap-in", "plain", "wrap-out"]  # tryfirst first, wrapped
+    assert "register_architectures:['first', 'wrapper']" in monitored
+    assert revzoo.list_models(exclude="*-rev") == ["first", "plain"]
+
+
+def test_a_failing_wrapper_is_blamed_and_the_plugins_it_wraps_still_register(installed) -> None:
+    class BadWrapper:
+        @revzoo.hookimpl(wrapper=True)
+        def register_architectures(self, register):
+            raise RuntimeError("wrapper broke")
+            yield
+
+    installed(FakeEntryPoint("good", lambda: plugin_of(tiny_spec())), FakeEntryPoint("wrapper", BadWrapper))
+    with pytest.warns(PluginWarning, match="plugin 'wrapper' failed to register: RuntimeError: wrapper broke"):
+        assert revzoo.list_models() == ["tiny", "tiny-rev"]
+    assert records()["good"]["status"] == "ok" and records()["wrapper"]["status"] == "failed"
+
+
+class Misspelt:
+    @revzoo.hookimpl
+    def register_architecture(self, register):
+        register(tiny_spec())
+
+
+def test_a_misspelt_hook_is_named(installed) -> None:
+    installed(FakeEntryPoint("typo", Misspelt))
+    with pytest.warns(PluginWarning, match="'typo' failed to load: PluginError: unknown hook 'register_architecture'"):
+        revzoo.list_models()
+    assert records()["typo"]["status"] == "failed"
+    with pytest.raises(revzoo.PluginError, match=r"unknown hook 'register_architecture' \(did you mean "
+                                                 r"'register_architectures'\?\); revzoo's hooks are register_adapters"):
+        revzoo.register_plugin(Misspelt(), name="typo-again")
+    assert "typo-again" not in records()
+
+
+# --- environment --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three(installed):
+    installed(*(FakeEntryPoint(name, lambda name=name: plugin_of(tiny_spec(name))) for name in ("one", "two", "six")))
+
+
+def loaded() -> set[str]:
+    return {name for name, _ in _plugins.plugin_manager.list_name_plugin()}
+
+
+@pytest.mark.parametrize(
+    "variable,value,expected,warning",
+    [
+        ("REVZOO_LOAD_PLUGINS", "", set(), None),
+        ("REVZOO_LOAD_PLUGINS", ",", set(), None),
+        ("REVZOO_LOAD_PLUGINS", " one , two ", {"one", "two"}, None),
+        ("REVZOO_LOAD_PLUGINS", "one;two", set(), r"REVZOO_LOAD_PLUGINS names 'one;two', which no installed plugin has"),
+        ("REVZOO_LOAD_PLUGINS", "one,tow", {"one"}, r"names 'tow', which no installed plugin has; did you mean 'two'\?"),
+        ("REVZOO_DISABLE_PLUGINS", "", {"one", "two", "six"}, None),
+        ("REVZOO_DISABLE_PLUGINS", ",", {"one", "two", "six"}, None),
+        ("REVZOO_DISABLE_PLUGINS", "six", {"one", "two"}, None),
+        ("REVZOO_DISABLE_PLUGINS", "six;two", {"one", "two", "six"}, r"REVZOO_DISABLE_PLUGINS names 'six;two', which no "
+                                                                    r"installed plugin has.*separate names with commas"),
+    ],
+)
+def test_both_variables_read_alike_and_unknown_names_warn(three, monkeypatch, variable, value, expected, warning) -> None:
+    monkeypatch.setenv(variable, value)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        revzoo.list_models()
+    assert loaded() == expected
+    messages = [str(w.message) for w in warned if issubclass(w.category, PluginWarning)]
+    if warning is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and re.search(warning, messages[0]), messages
+
+
+# --- specs --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"aliases": "xyz"}, r"aliases must be a tuple of names, not the string 'xyz'"),
+        ({"aliases": ("ok", 5)}, r"architecture 'tiny': alias name 5 must be lowercase"),
+        ({"card": 5}, r"card must be a path such as 'model_cards/NAME.md' or None, got 5"),
+        ({"example_inputs": 42}, r"example_inputs must be a function \(model, generator\) -> \(args, kwargs\) or None"),
+        ({"routes": {"mask": "banana"}}, r"routes\['mask'\] is 'banana'; expected 'f', 'g' or 'both'"),
+        ({"routes": ["mask"]}, r"routes must map keyword names to 'f', 'g' or 'both'"),
+        ({"subname_key": 3}, r"subname_key must be a config key or None"),
+    ],
+)
+def test_specs_are_validated_with_the_plugin_named(fields, message) -> None:
+    with pytest.raises(revzoo.PluginError, match=message):
+        tiny_spec(**fields)
+
+    class Bad:
+        @revzoo.hookimpl
+        def register_architectures(self, register):
+            register(tiny_spec(**fields))
+
+    with pytest.raises(revzoo.PluginError, match=r"plugin 'bad' failed to register: PluginError: architecture 'tiny': "):
+        revzoo.register_plugin(Bad(), name="bad")
+
+
+# --- optional dependencies ----------------------------------------------------------------------
+
+
+class DistWithExtra:
+    name, version, requires = "revzoo", "1.0", ['timm>=1.0; extra == "vit"', "torch>=2.3"]
+
+
+def test_a_plugin_missing_its_extra_is_unavailable_not_failed(installed) -> None:
+    def needs_timm():
+        raise ModuleNotFoundError("No module named 'timm'", name="timm")
+
+    vit = FakeEntryPoint("vit", needs_timm)
+    vit.dist = DistWithExtra()
+    installed(vit, FakeEntryPoint("good", lambda: plugin_of(tiny_spec())))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)  # not a failure to warn about on every command
+        assert revzoo.list_models() == ["tiny", "tiny-rev"]
+    assert records()["vit"]["status"] == "unavailable"
+    with pytest.raises(revzoo.UnknownModelError, match=r"unknown model 'vit-small' \(see: revzoo list\); plugin 'vit' is "
+                                                       r"not loaded: it needs timm: pip install 'revzoo\[vit\]'"):
+        revzoo.create("vit-small")
+
+
+# --- the testing helper -------------------------------------------------------------------------
+
+
+def test_isolated_plugins_hides_and_restores_the_registry(register_plugin) -> None:
+    register_plugin(plugin_of(tiny_spec("outer")), name="outer")
+    inner = plugin_of(tiny_spec("inner"))
+    with pytest.raises(RuntimeError, match="test failed"):
+        with revzoo.testing.isolated_plugins(inner) as names:
+            assert names and revzoo.list_models(exclude="*-rev") == ["inner"]
+            revzoo.register_plugin(plugin_of(tiny_spec("more")), name="more")
+            raise RuntimeError("test failed")
+    assert revzoo.list_models(exclude="*-rev") == ["outer"]
+    assert "more" not in records() and revzoo.create("outer").revzoo_architecture == "outer"
