@@ -7,16 +7,20 @@ imports what it needs when it runs, so `revzoo --help` starts without torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ._version import __version__
-from .errors import RevzooError
+from .errors import PluginWarning, RevzooError
 
 __all__ = ["main"]
 
 EXIT_BAD_INPUT = 2
+EXIT_CLOSED_PIPE = 128 + 13  # what a shell reports for a tool ended by SIGPIPE (`revzoo list | head -1`)
 
 
 def _models(pattern: str) -> list[dict[str, object]]:
@@ -264,6 +268,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _plugin_warnings_as_lines():
+    """Shows a PluginWarning as one `revzoo: warning:` line on stderr, not Python's path:line form."""
+    show = warnings.showwarning
+
+    def show_line(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PluginWarning):
+            print(f"revzoo: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_line
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
+
+
+def _quiet_closed_pipe() -> int:
+    """The reader of stdout went away: stop quietly, as Unix tools do, with nothing left to flush at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_CLOSED_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     parser = _parser()
@@ -273,10 +303,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif unparsed:
         parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
     try:
-        args.run(args)
+        with _plugin_warnings_as_lines():
+            args.run(args)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     except RevzooError as err:
         print(f"revzoo: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        return _quiet_closed_pipe()
     except KeyboardInterrupt:
         print("revzoo: interrupted", file=sys.stderr)
         return 130

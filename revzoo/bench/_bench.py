@@ -98,13 +98,13 @@ def _benchable_architectures() -> list[str]:
 
 
 class _Progress:
-    """A tqdm bar on stderr over the measurements (a plain line per step without tqdm)."""
+    """A tqdm bar on stderr over the measurements, drawn only on a terminal (a plain line per step without tqdm)."""
 
     def __init__(self, total: int) -> None:
         try:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, file=sys.stderr, desc="revzoo bench")
+            self.bar = tqdm(total=total, file=sys.stderr, desc="revzoo bench", disable=not sys.stderr.isatty())
         except ImportError:
             self.bar = None
 

@@ -57,7 +57,7 @@ def _progress(iterable, total: int, description: str):
         from tqdm import tqdm
     except ImportError:  # tqdm is a dependency, but a bare loop is a fine fallback
         return iterable
-    return tqdm(iterable, total=total, desc=description, file=sys.stderr)
+    return tqdm(iterable, total=total, desc=description, file=sys.stderr, disable=not sys.stderr.isatty())
 
 
 def _train_step(model, text: torch.Tensor, images: torch.Tensor, optimizer=None) -> torch.Tensor:

@@ -1,0 +1,72 @@
+"""The command line as Unix tools behave: a closed pipe, plugin warnings, progress bars, a missing extra."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+from test_registry import FakeEntryPoint
+
+from helpers import plugin_of, tiny_spec
+from revzoo.bench import _bench, _demo
+from revzoo.cli import main
+
+WITHOUT_TIMM = "import sys; sys.modules['timm'] = None; from revzoo.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def revzoo_cli(*args: str, code: str = "from revzoo.cli import main; import sys; sys.exit(main(sys.argv[1:]))",
+               **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("REVZOO_")} | env
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=environ, timeout=300)
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    reader, writer = os.pipe()
+    os.close(reader)  # `revzoo list | true`: the reader is gone before revzoo writes
+    code = "from revzoo.cli import main; import sys; sys.exit(main(['list']))"
+    result = subprocess.run([sys.executable, "-c", code], stdout=writer, stderr=subprocess.PIPE, text=True, timeout=300,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("REVZOO_")})
+    os.close(writer)
+    assert result.stderr == "" and result.returncode == 141  # 128 + SIGPIPE, what a shell shows for `yes | true`
+
+
+def test_a_failing_plugin_is_one_revzoo_line(monkeypatch, capsys) -> None:
+    def broken():
+        raise ImportError("No module named 'missing_dependency'")
+
+    monkeypatch.delenv("REVZOO_LOAD_PLUGINS")
+    points = [FakeEntryPoint("broken", broken), FakeEntryPoint("good", lambda: plugin_of(tiny_spec()))]
+    monkeypatch.setattr(metadata, "entry_points", lambda group: points if group == "revzoo" else [])
+    assert main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "tiny\ntiny-rev\n"
+    assert err == "revzoo: warning: plugin 'broken' failed to load: ImportError: No module named 'missing_dependency'\n"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_bench_and_demo_draw_progress_bars_only_on_a_terminal(monkeypatch) -> None:
+    assert _bench._Progress(3).bar.disable and _demo._progress(range(3), 3, "x").disable
+    monkeypatch.setattr("sys.stderr", Terminal())
+    assert not _bench._Progress(3).bar.disable and not _demo._progress(range(3), 3, "x").disable
+
+
+@pytest.mark.parametrize("args", [("info", "vit-small"), ("import", "timm", "in.safetensors", "out.safetensors")])
+def test_without_timm_the_vit_names_say_which_extra_to_install(args) -> None:
+    result = revzoo_cli(*args, code=WITHOUT_TIMM)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "plugin 'vit' is not loaded: it needs timm: pip install 'revzoo[vit]'" in result.stderr
+
+
+def test_without_timm_the_rest_of_the_zoo_works_silently() -> None:
+    result = revzoo_cli("list", code=WITHOUT_TIMM)
+    assert result.returncode == 0 and result.stderr == ""
+    assert {"dalle", "dalle-rev", "lie-transformer"} <= set(result.stdout.split())
+    assert not any(name.startswith("vit") for name in result.stdout.split())
