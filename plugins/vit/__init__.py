@@ -50,7 +50,13 @@ _DEFERRED = {
 def __getattr__(name: str) -> Any:
     if name not in _DEFERRED:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_DEFERRED[name], __name__), name)
+    try:
+        module = importlib.import_module(_DEFERRED[name], __name__)
+    except ModuleNotFoundError as err:
+        if (err.name or "").partition(".")[0] != "timm":
+            raise
+        raise revzoo.PluginError("the vit plugin needs timm, which is not installed: pip install 'revzoo[vit]'") from err
+    value = getattr(module, name)
     globals()[name] = value
     return value
 

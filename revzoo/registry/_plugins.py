@@ -31,6 +31,7 @@ __all__ = [
     "Registry",
     "load_plugins",
     "loaded_registry",
+    "missing_extra",
     "plugin_manager",
     "plugin_version",
     "register_plugin",
@@ -66,9 +67,9 @@ class _LoadState:
     order: list[str] = field(default_factory=list)  # registered plugin names in precedence order
     builtins: set[str] = field(default_factory=set)
     versions: dict[str, str] = field(default_factory=dict)
-    distributions: dict[str, str] = field(default_factory=dict)
     import_failures: dict[str, str] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    dists: dict[str, Any] = field(default_factory=dict)  # entry-point plugin -> its importlib.metadata.Distribution
     registry: Registry | None = None
 
 
@@ -79,20 +80,21 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _missing_extra(entry_point: importlib.metadata.EntryPoint, err: BaseException) -> str | None:
-    """Returns "needs MODULE: pip install 'DIST[EXTRA]'" when the import failed on a module that an extra provides.
+def missing_extra(plugin: str, err: BaseException) -> str | None:
+    """Returns "needs MODULE: pip install 'DIST[EXTRA]'" when `err` is a missing module that an extra of the plugin's
+    distribution provides, else None.
 
-    A plugin whose optional dependency is not installed (the vit plugin without timm) is
-    not a failure to warn about on every command: it is shown as unavailable, and a name
-    only it could provide says what to install.
+    A plugin whose optional dependency is not installed (the vit plugin without timm) is not
+    a failure to warn about on every command; what needs it says what to install.
     """
-    if not isinstance(err, ModuleNotFoundError) or not err.name or entry_point.dist is None:
+    dist = _state.dists.get(plugin)
+    if not isinstance(err, ModuleNotFoundError) or not err.name or dist is None:
         return None
-    module = _normalise(err.name.partition(".")[0])
-    for requirement in entry_point.dist.requires or ():
+    module = err.name.partition(".")[0]
+    for requirement in dist.requires or ():
         match = re.match(r"\s*([A-Za-z0-9._-]+)[^;]*;.*extra\s*==\s*[\"']([^\"']+)[\"']", requirement)
-        if match and _normalise(match.group(1)) == module:
-            return f"needs {err.name.partition('.')[0]}: pip install '{entry_point.dist.name}[{match.group(2)}]'"
+        if match and _normalise(match.group(1)) == _normalise(module):
+            return f"needs {module}: pip install '{dist.name}[{match.group(2)}]'"
     return None
 
 
@@ -211,7 +213,7 @@ def load_plugins() -> None:
             continue
         if entry_point.dist is not None:
             _state.versions[name] = entry_point.dist.version
-            _state.distributions[name] = entry_point.dist.name
+            _state.dists[name] = entry_point.dist
         if _is_builtin(entry_point):
             _state.builtins.add(name)
         try:
@@ -219,7 +221,7 @@ def load_plugins() -> None:
         except KeyboardInterrupt:
             raise
         except BaseException as err:  # noqa: B036 -- a plugin's SystemExit must not end the user's command either
-            missing = _missing_extra(entry_point, err)
+            missing = missing_extra(name, err)
             if missing is not None:
                 _state.unavailable[name] = missing
             else:
@@ -360,7 +362,8 @@ def plugin_version(name: str) -> str | None:
 
 def plugin_distribution(name: str) -> str | None:
     """Returns the name of the distribution (what `pip install` takes) that provides an entry-point plugin, if known."""
-    return _state.distributions.get(name)
+    dist = _state.dists.get(name)
+    return dist.name if dist is not None else None
 def is_builtin(name: str) -> bool:
     """Returns whether the plugin named `name` is one of revzoo's own (loaded from the revzoo distribution)."""
     return name in _state.builtins

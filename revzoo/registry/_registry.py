@@ -13,7 +13,7 @@ from torch import nn
 from ..engine import ZooModel
 from ..errors import ConfigError, PluginError, UnknownFormatError, UnknownModelError
 from ._declared import check_declarations
-from ._plugins import is_builtin, loaded_registry, plugin_distribution, plugin_manager, plugin_version
+from ._plugins import is_builtin, loaded_registry, missing_extra, plugin_distribution, plugin_manager, plugin_version
 from ._spec import ArchSpec, CheckpointFormat
 
 __all__ = [
@@ -122,8 +122,14 @@ def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
             f"{spec.name!r} got unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(spec.defaults))}"
         )
     config = {**spec.defaults, **overrides}
-    model = spec.builder(form=form, **config)
     owner = loaded_registry().owners.get(f"arch:{spec.name}", "?")
+    try:
+        model = spec.builder(form=form, **config)
+    except ModuleNotFoundError as err:  # an optional dependency of the plugin, imported when a model is built
+        needs = missing_extra(owner, err)
+        if needs is None:
+            raise
+        raise PluginError(f"model {name!r} {needs}") from err
     if not isinstance(model, ZooModel):
         raise PluginError(
             f"plugin {owner!r}: the builder of {spec.name!r} returned a {type(model).__name__}, not a revzoo.ZooModel; "
