@@ -101,7 +101,7 @@ def test_plugin_raising_while_registering_is_isolated(register_plugin) -> None:
 
 class FakeDistribution:
     def __init__(self, name: str, version: str = "1.0") -> None:
-        self.name, self.version = name, version
+        self.name, self.version, self.requires = name, version, None
 
 
 class FakeEntryPoint:

@@ -69,7 +69,8 @@ class _LoadState:
     versions: dict[str, str] = field(default_factory=dict)
     import_failures: dict[str, str] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
-    dists: dict[str, Any] = field(default_factory=dict)  # entry-point plugin -> its importlib.metadata.Distribution
+    distributions: dict[str, str] = field(default_factory=dict)  # entry-point plugin -> what `pip install` takes
+    requirements: dict[str, list[str]] = field(default_factory=dict)  # entry-point plugin -> its distribution's
     registry: Registry | None = None
 
 
@@ -87,14 +88,13 @@ def missing_extra(plugin: str, err: BaseException) -> str | None:
     A plugin whose optional dependency is not installed (the vit plugin without timm) is not
     a failure to warn about on every command; what needs it says what to install.
     """
-    dist = _state.dists.get(plugin)
-    if not isinstance(err, ModuleNotFoundError) or not err.name or dist is None:
+    if not isinstance(err, ModuleNotFoundError) or not err.name or plugin not in _state.distributions:
         return None
     module = err.name.partition(".")[0]
-    for requirement in dist.requires or ():
+    for requirement in _state.requirements.get(plugin, ()):
         match = re.match(r"\s*([A-Za-z0-9._-]+)[^;]*;.*extra\s*==\s*[\"']([^\"']+)[\"']", requirement)
         if match and _normalise(match.group(1)) == _normalise(module):
-            return f"needs {module}: pip install '{dist.name}[{match.group(2)}]'"
+            return f"needs {module}: pip install '{_state.distributions[plugin]}[{match.group(2)}]'"
     return None
 
 
@@ -213,7 +213,8 @@ def load_plugins() -> None:
             continue
         if entry_point.dist is not None:
             _state.versions[name] = entry_point.dist.version
-            _state.dists[name] = entry_point.dist
+            _state.distributions[name] = entry_point.dist.name
+            _state.requirements[name] = list(entry_point.dist.requires or ())
         if _is_builtin(entry_point):
             _state.builtins.add(name)
         try:
@@ -362,8 +363,7 @@ def plugin_version(name: str) -> str | None:
 
 def plugin_distribution(name: str) -> str | None:
     """Returns the name of the distribution (what `pip install` takes) that provides an entry-point plugin, if known."""
-    dist = _state.dists.get(name)
-    return dist.name if dist is not None else None
+    return _state.distributions.get(name)
 def is_builtin(name: str) -> bool:
     """Returns whether the plugin named `name` is one of revzoo's own (loaded from the revzoo distribution)."""
     return name in _state.builtins

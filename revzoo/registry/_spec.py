@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..engine import FORMS, StreamLayout
+from ..engine._routes import RouteTable
 from ..errors import PluginError
 
 __all__ = ["Adapter", "ArchSpec", "CheckpointFormat", "ImportedCheckpoint"]
@@ -28,9 +29,6 @@ def _check_name(name: Any, what: str) -> None:
         )
 
 
-_ROUTE_TARGETS = ("f", "g", "both")
-
-
 def _check_fields(spec: ArchSpec) -> None:
     """Raises PluginError naming the architecture when a field has the wrong type (the ones later code relies on)."""
     where = f"architecture {spec.name!r}:"
@@ -44,9 +42,10 @@ def _check_fields(spec: ArchSpec) -> None:
                           f"got {spec.example_inputs!r}")
     if not isinstance(spec.routes, Mapping) or not all(isinstance(key, str) for key in spec.routes):
         raise PluginError(f"{where} routes must map keyword names to 'f', 'g' or 'both', got {spec.routes!r}")
-    for key, target in spec.routes.items():
-        if target not in _ROUTE_TARGETS:
-            raise PluginError(f"{where} routes[{key!r}] is {target!r}; expected 'f', 'g' or 'both'")
+    try:
+        RouteTable(dict(spec.routes), 1)  # the engine's own check, so a spec accepts what a stack accepts
+    except ValueError as err:
+        raise PluginError(f"{where} {err}") from err
     if spec.subname_key is not None and not isinstance(spec.subname_key, str):
         raise PluginError(f"{where} subname_key must be a config key or None, got {spec.subname_key!r}")
     for label in ("defaults", "small"):
