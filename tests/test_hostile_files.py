@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 import revzoo
 from revzoo.bench._measure import MMAP_ENV
 from revzoo.cli import main
-from revzoo.registry import _plugins
+from revzoo.testing import isolated_plugins
 
 PEAK_LIMIT = 64 << 20  # the small models here load in ~16 MiB; the issue's files used to take 4.5 GiB and more
 SECONDS_LIMIT = 10
@@ -31,19 +31,9 @@ SECONDS_LIMIT = 10
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> dict[str, Path]:
     """The valid files, made once; the built-in plugins it loads are unloaded again, as conftest does per test."""
-    state = _plugins._state
-    attempted = set(state.attempted)
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, isolated_plugins(autoload=True):
         patch.setenv("REVZOO_LOAD_PLUGINS", "dalle,lie,vit")
-        state.registry = None
-        try:
-            return make_sources(tmp_path_factory.mktemp("sources"))
-        finally:
-            for name in state.attempted - attempted:
-                if _plugins.plugin_manager.has_plugin(name):
-                    _plugins.plugin_manager.unregister(name=name)
-            state.attempted.intersection_update(attempted)
-            state.registry = None
+        return make_sources(tmp_path_factory.mktemp("sources"))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -43,9 +42,8 @@ def test_one_licence_stated_once_and_every_card_agrees() -> None:
 
 
 def test_make_cards_writes_the_distributions_licence_over_a_cards_own() -> None:
-    spec = importlib.util.spec_from_file_location("make_cards", ROOT / "tools" / "make_cards.py")
-    make_cards = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_cards)
+    from test_model_cards import make_cards
+
     assert "license: mit" in make_cards._front_matter({"license": "apache-2.0"}, "mit")
     assert "license: apache-2.0" in make_cards._front_matter({"license": "apache-2.0"}, "unknown")
 
