@@ -21,6 +21,7 @@ from torch import nn
 
 import revzoo
 from helpers import pairs
+from revzoo.bench._models import to_device
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=needs_cuda)]
@@ -36,16 +37,6 @@ PLUGIN_OPTIONS = {  # the small config of each built-in architecture, at depth 2
 
 def _autocast(device: str, precision: str) -> contextlib.AbstractContextManager:
     return torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-
-
-def _to(value, device: str):
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to(item, device) for item in value)
-    if isinstance(value, dict):
-        return {key: _to(item, device) for key, item in value.items()}
-    return value
 
 
 def _gradients(model: nn.Module, execution: str, run: Callable[[], torch.Tensor], leaves: list[torch.Tensor],
@@ -108,7 +99,7 @@ def test_plugin_invert_equals_autograd(name: str, device: str, precision: str, b
     def run() -> torch.Tensor:
         args, kwargs = spec.example_inputs(model, torch.Generator().manual_seed(0))  # fresh: its generators advance
         with _autocast(device, precision):
-            outputs = model(*_to(args, device), **_to(kwargs, device))
+            outputs = model(*to_device(args, device), **to_device(kwargs, device))
         outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
         return sum(out.float().square().mean() for out in outputs if isinstance(out, torch.Tensor) and out.requires_grad)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..engine import ReversibleSequence
+from ..engine import ReversibleSequence, tensors_in
 from ..registry import create, get_architecture
 
 __all__ = [
@@ -198,24 +198,14 @@ def gradient_difference(config: StackConfig, depth: int, kind: str, device: str 
     return worst
 
 
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
-
-
-def _to(value: Any, device: str) -> Any:
+def to_device(value: Any, device: str) -> Any:
+    """Returns `value` with every tensor inside nested tuples, lists and dicts moved to `device`."""
     if isinstance(value, torch.Tensor):
         return value.to(device)
     if isinstance(value, (tuple, list)):
-        return type(value)(_to(item, device) for item in value)
+        return type(value)(to_device(item, device) for item in value)
     if isinstance(value, dict):
-        return {key: _to(item, device) for key, item in value.items()}
+        return {key: to_device(item, device) for key, item in value.items()}
     return value
 
 
@@ -225,7 +215,7 @@ def training_step(model: nn.Module, args: tuple, kwargs: dict, setting: Setting)
 
     def run() -> None:
         with setting.autocast():
-            outputs = [t for t in _tensors(model(*args, **kwargs)) if t.requires_grad]
+            outputs = [t for t in tensors_in(model(*args, **kwargs)) if t.requires_grad]
             loss = sum(out.float().square().mean() for out in outputs)
         loss.backward()
         setting.synchronize()
@@ -259,4 +249,4 @@ def arch_step(
                 block.f, block.g = Checkpointed(block.f), Checkpointed(block.g)
     model.to(setting.device)
     args, kwargs = spec.example_inputs(model, torch.Generator().manual_seed(0))
-    return model, training_step(model, _to(args, setting.device), _to(kwargs, setting.device), setting)
+    return model, training_step(model, to_device(args, setting.device), to_device(kwargs, setting.device), setting)

@@ -32,14 +32,20 @@ __all__ = ["convert", "export_checkpoint", "import_checkpoint", "load", "probe_f
 _KEY = "revzoo."
 
 
-def _metadata(model: nn.Module, aliases: Mapping[str, str]) -> dict[str, str]:
+def built_by_create(model: nn.Module, consequence: str) -> tuple[str, dict]:
+    """Returns the architecture and config `revzoo.create` recorded on `model`; raises, ending with `consequence`."""
     architecture = getattr(model, "revzoo_architecture", None)
     config = getattr(model, "revzoo_config", None)
     if architecture is None or config is None:
         raise CheckpointError(
-            f"{type(model).__name__} was not built by revzoo.create (it has no revzoo_architecture/revzoo_config); "
-            "save its state_dict with safetensors instead"
+            f"{type(model).__name__} was not built by revzoo.create (it has no revzoo_architecture/revzoo_config)"
+            + consequence
         )
+    return architecture, config
+
+
+def _metadata(model: nn.Module, aliases: Mapping[str, str]) -> dict[str, str]:
+    architecture, config = built_by_create(model, "; save its state_dict with safetensors instead")
     try:
         coupling = coupling_record(model)
     except ValueError as err:

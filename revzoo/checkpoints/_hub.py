@@ -25,7 +25,7 @@ from ..engine import get_form
 from ..errors import CheckpointError, ConfigError
 from ..registry import card_section, resolve
 from ..registry import create as create_registered
-from ._checkpoint import load, save
+from ._checkpoint import built_by_create, load, save
 from ._directory import CARD_NAME, CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME
 
 __all__ = ["HUB_PREFIX", "create", "load_from_hub", "model_card", "save_pretrained"]
@@ -44,13 +44,7 @@ def _huggingface_hub() -> Any:
 
 
 def _config(model: nn.Module) -> dict[str, Any]:
-    architecture = getattr(model, "revzoo_architecture", None)
-    config = getattr(model, "revzoo_config", None)
-    if architecture is None or config is None:
-        raise CheckpointError(
-            f"{type(model).__name__} was not built by revzoo.create (it has no revzoo_architecture/revzoo_config), "
-            "so no config.json can rebuild it"
-        )
+    architecture, config = built_by_create(model, ", so no config.json can rebuild it")
     return {"library_name": "revzoo", "architecture": architecture, "form": get_form(model),
             "config": config, "revzoo_version": __version__}
 

@@ -11,6 +11,7 @@ from ._arith import Coupling as Coupling
 from ._check import BlockReport as BlockReport
 from ._check import ReversibilityReport as ReversibilityReport
 from ._check import check_reversible as check_reversible
+from ._check import tensors_in as tensors_in
 from ._layout import StreamLayout as StreamLayout
 from ._model import ZooModel as ZooModel
 from ._record import apply_coupling_record as apply_coupling_record
@@ -23,6 +24,7 @@ from ._sequence import Form as Form
 from ._sequence import ReversibleSequence as ReversibleSequence
 from ._sequence import get_execution as get_execution
 from ._sequence import get_form as get_form
+from ._sequence import named_stacks as named_stacks
 from ._sequence import set_execution as set_execution
 from ._sequence import set_form as set_form
 
@@ -44,6 +46,8 @@ __all__ = [
     "coupling_record",
     "get_execution",
     "get_form",
+    "named_stacks",
     "set_execution",
     "set_form",
+    "tensors_in",
 ]

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from ._buffers import BufferSlot
-from ._sequence import ReversibleSequence
+from ._sequence import named_stacks
 
-__all__ = ["BlockReport", "ReversibilityReport", "check_reversible"]
+__all__ = ["BlockReport", "ReversibilityReport", "check_reversible", "tensors_in"]
 
 
 @dataclass(frozen=True)
@@ -64,21 +64,22 @@ class ReversibilityReport:
         return "\n".join([header, *rows, *footer])
 
 
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
+def tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    """Yields every tensor inside nested tuples, lists and dicts."""
     if isinstance(value, torch.Tensor):
         yield value
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _tensors(item)
+            yield from tensors_in(item)
     elif isinstance(value, (tuple, list)):
         for item in value:
-            yield from _tensors(item)
+            yield from tensors_in(item)
 
 
 def _gradients(model: nn.Module, inputs: tuple, kwargs: dict, seed: int, targets: list[torch.Tensor]) -> list:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        outputs = [t for t in _tensors(model(*inputs, **kwargs)) if t.requires_grad]
+        outputs = [t for t in tensors_in(model(*inputs, **kwargs)) if t.requires_grad]
     if not outputs:
         raise ValueError("the model's outputs do not require grad; nothing to check")
     weights = torch.Generator().manual_seed(seed + 1)
@@ -130,11 +131,11 @@ def check_reversible(model_or_stack: nn.Module, *inputs: Any, seed: int = 0, **k
         >>> check_reversible(stack, torch.randn(2, 4, dtype=torch.float64)).max_grad_diff < 1e-10
         True
     """
-    stacks = {name: m for name, m in model_or_stack.named_modules() if isinstance(m, ReversibleSequence)}
+    stacks = named_stacks(model_or_stack)
     if not stacks:
         raise TypeError(f"{type(model_or_stack).__name__} contains no revzoo.ReversibleSequence")
     params = [p for p in model_or_stack.parameters() if p.requires_grad]
-    targets = params + [t for t in _tensors((inputs, kwargs)) if t.requires_grad]
+    targets = params + [t for t in tensors_in((inputs, kwargs)) if t.requires_grad]
     saved = {stack: stack.execution for stack in stacks.values()}
     buffers = _Buffers(model_or_stack)
     try:

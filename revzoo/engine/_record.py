@@ -8,13 +8,9 @@ from torch import nn
 
 from ._adapter import BottleneckAdapter
 from ._arith import Coupling
-from ._sequence import ReversibleSequence
+from ._sequence import named_stacks
 
 __all__ = ["apply_coupling_record", "coupling_record"]
-
-
-def _stacks(model: nn.Module) -> dict[str, ReversibleSequence]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, ReversibleSequence)}
 
 
 def coupling_record(model: nn.Module) -> dict[str, Any] | None:
@@ -23,7 +19,7 @@ def coupling_record(model: nn.Module) -> dict[str, Any] | None:
     Raises ValueError for adapters revzoo cannot rebuild (anything but BottleneckAdapter).
     """
     record = {}
-    for name, stack in _stacks(model).items():
+    for name, stack in named_stacks(model).items():
         entry: dict[str, Any] = {}
         if stack.coupling != Coupling() or stack.exact:
             c = stack.coupling
@@ -46,7 +42,7 @@ def apply_coupling_record(model: nn.Module, record: dict[str, Any]) -> nn.Module
     """
     if not isinstance(record, dict):
         raise ValueError(f"a coupling record is a JSON object, got {type(record).__name__}")
-    stacks = _stacks(model)
+    stacks = named_stacks(model)
     unknown = sorted(set(record) - set(stacks))
     if unknown:
         raise ValueError(f"the coupling record names stacks {unknown} that {type(model).__name__} does not have")

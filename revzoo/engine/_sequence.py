@@ -15,7 +15,9 @@ from ._layout import StreamLayout
 from ._probe import InvertPlans
 from ._routes import RoutesArg, RouteTable
 
-__all__ = ["Execution", "Form", "ReversibleSequence", "get_execution", "get_form", "set_execution", "set_form"]
+__all__ = [
+    "Execution", "Form", "ReversibleSequence", "get_execution", "get_form", "named_stacks", "set_execution", "set_form"
+]
 
 Form = Literal["reversible", "sequential"]
 Execution = Literal["invert", "autograd"]
@@ -251,8 +253,13 @@ class ReversibleSequence(nn.Module):
         return self._readout(run, y1, y2), taken
 
 
+def named_stacks(model: nn.Module) -> dict[str, ReversibleSequence]:
+    """Returns every ReversibleSequence inside `model` (itself included) by its module name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, ReversibleSequence)}
+
+
 def _stacks(model: nn.Module) -> list[ReversibleSequence]:
-    stacks = [m for m in model.modules() if isinstance(m, ReversibleSequence)]
+    stacks = list(named_stacks(model).values())
     if not stacks:
         raise TypeError(f"{type(model).__name__} contains no revzoo.ReversibleSequence")
     return stacks

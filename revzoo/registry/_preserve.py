@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine import BottleneckAdapter, Coupling, ReversibleSequence
+from ..engine import BottleneckAdapter, Coupling, ReversibleSequence, named_stacks
 from ..errors import ConfigError
 from ._registry import get_architecture
 
@@ -75,7 +75,7 @@ def reversibilize(
         >>> model = revzoo.create("vit-tiny", depth=2)        # a trained sequential model
         >>> model = revzoo.reversibilize(model, scale=0.125)  # same predictions, memory flat in depth
     """
-    stacks = {name: m for name, m in model.named_modules() if isinstance(m, ReversibleSequence)}
+    stacks = named_stacks(model)
     if not stacks:
         raise ConfigError(f"{type(model).__name__} contains no revzoo.ReversibleSequence to convert")
     if any(stack.has_adapters for stack in stacks.values()):
