@@ -23,9 +23,12 @@ _EXPORTS = {
     "export_checkpoint": ".checkpoints",
     "import_checkpoint": ".checkpoints",
     "load": ".checkpoints",
+    "load_training_state": ".checkpoints",
     "read_foreign": ".checkpoints",
     "read_metadata": ".checkpoints",
+    "read_training_state": ".checkpoints",
     "save": ".checkpoints",
+    "save_training_state": ".checkpoints",
     "save_pretrained": ".checkpoints",
     "BlockReport": ".engine",
     "BottleneckAdapter": ".engine",
@@ -40,6 +43,7 @@ _EXPORTS = {
     "set_execution": ".engine",
     "set_form": ".engine",
     "CheckpointError": ".errors",
+    "CheckpointWarning": ".errors",
     "ConfigError": ".errors",
     "PluginError": ".errors",
     "RevzooError": ".errors",
@@ -50,6 +54,7 @@ _EXPORTS = {
     "ArchSpec": ".registry",
     "CheckpointFormat": ".registry",
     "ImportedCheckpoint": ".registry",
+    "TrainingState": ".registry",
     "from_timm": ".registry",
     "get_adapter": ".registry",
     "get_architecture": ".registry",
@@ -74,10 +79,13 @@ if TYPE_CHECKING:
     from .checkpoints import export_checkpoint as export_checkpoint
     from .checkpoints import import_checkpoint as import_checkpoint
     from .checkpoints import load as load
+    from .checkpoints import load_training_state as load_training_state
     from .checkpoints import read_foreign as read_foreign
     from .checkpoints import read_metadata as read_metadata
+    from .checkpoints import read_training_state as read_training_state
     from .checkpoints import save as save
     from .checkpoints import save_pretrained as save_pretrained
+    from .checkpoints import save_training_state as save_training_state
     from .engine import BlockReport as BlockReport
     from .engine import BottleneckAdapter as BottleneckAdapter
     from .engine import Coupling as Coupling
@@ -91,6 +99,7 @@ if TYPE_CHECKING:
     from .engine import set_execution as set_execution
     from .engine import set_form as set_form
     from .errors import CheckpointError as CheckpointError
+    from .errors import CheckpointWarning as CheckpointWarning
     from .errors import ConfigError as ConfigError
     from .errors import PluginError as PluginError
     from .errors import RevzooError as RevzooError
@@ -101,6 +110,7 @@ if TYPE_CHECKING:
     from .registry import ArchSpec as ArchSpec
     from .registry import CheckpointFormat as CheckpointFormat
     from .registry import ImportedCheckpoint as ImportedCheckpoint
+    from .registry import TrainingState as TrainingState
     from .registry import from_timm as from_timm
     from .registry import get_adapter as get_adapter
     from .registry import get_architecture as get_architecture
@@ -123,6 +133,7 @@ __all__ = [
     "BottleneckAdapter",
     "CheckpointError",
     "CheckpointFormat",
+    "CheckpointWarning",
     "ConfigError",
     "Coupling",
     "ImportedCheckpoint",
@@ -131,6 +142,7 @@ __all__ = [
     "ReversibleSequence",
     "RevzooError",
     "StreamLayout",
+    "TrainingState",
     "UnknownAdapterError",
     "UnknownFormatError",
     "UnknownModelError",
@@ -151,13 +163,16 @@ __all__ = [
     "list_formats",
     "list_models",
     "load",
+    "load_training_state",
     "plugins_info",
     "read_foreign",
     "read_metadata",
+    "read_training_state",
     "register_plugin",
     "reversibilize",
     "save",
     "save_pretrained",
+    "save_training_state",
     "set_execution",
     "set_form",
     "to_timm",

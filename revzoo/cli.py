@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 
 from ._version import __version__
-from .errors import PluginWarning, RevzooError
+from .errors import CheckpointWarning, PluginWarning, RevzooError
 
 __all__ = ["main"]
 
@@ -141,14 +141,20 @@ def _cmd_import(args: argparse.Namespace) -> None:
     options = dict(args.option or [])
     if args.model:
         options["model"] = args.model
-    path = checkpoints.import_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite, **options)
+    path = checkpoints.import_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite,
+                                         training_state=args.training_state, **options)
     print(f"wrote {path}")
+    state_path = args.training_state or checkpoints.training_state_beside(path)
+    if os.path.isfile(state_path):
+        state = checkpoints.read_training_state(state_path)
+        print(f"wrote {state_path} (optimizer state of {len(state.parameter_names)} parameters, epoch {state.epoch})")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
     from . import checkpoints
 
-    path = checkpoints.export_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite)
+    path = checkpoints.export_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite,
+                                         training_state=args.training_state)
     print(f"wrote {path}")
 
 
@@ -233,6 +239,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--model", help="the foreign model name, where the format needs one (e.g. timm)")
     sub.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
                      help="an option of the format's reader, e.g. heads=4 (repeatable)")
+    sub.add_argument("--training-state", metavar="PATH",
+                     help="where the file's optimizer/scheduler state and epoch go (default: DST's NAME.training."
+                          "safetensors)")
     sub.add_argument("--overwrite", action="store_true")
     sub.set_defaults(run=_cmd_import)
 
@@ -240,6 +249,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("format")
     sub.add_argument("src")
     sub.add_argument("dst")
+    sub.add_argument("--training-state", metavar="PATH",
+                     help="training state to carry where the format can (default: SRC's NAME.training.safetensors, "
+                          "if present)")
     sub.add_argument("--overwrite", action="store_true")
     sub.set_defaults(run=_cmd_export)
 
@@ -269,12 +281,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def _plugin_warnings_as_lines():
-    """Shows a PluginWarning as one `revzoo: warning:` line on stderr, not Python's path:line form."""
+def _warnings_as_lines():
+    """Shows a Plugin- or CheckpointWarning as one `revzoo: warning:` line on stderr, not Python's path:line form."""
     show = warnings.showwarning
 
     def show_line(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, PluginWarning):
+        if issubclass(category, (PluginWarning, CheckpointWarning)):
             print(f"revzoo: warning: {message}", file=sys.stderr)
         else:
             show(message, category, filename, lineno, file, line)
@@ -303,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif unparsed:
         parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
     try:
-        with _plugin_warnings_as_lines():
+        with _warnings_as_lines():
             args.run(args)
             sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     except RevzooError as err:

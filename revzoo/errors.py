@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CheckpointWarning",
     "ConfigError",
     "PluginError",
     "PluginWarning",
@@ -57,3 +58,10 @@ class PluginWarning(UserWarning):
 
 class CheckpointError(RevzooError, ValueError):
     """A checkpoint that is missing, corrupt, unsafe, or does not fit the model."""
+
+
+class CheckpointWarning(UserWarning):
+    """Something a checkpoint operation left out on purpose (a training state a format has no place for).
+
+    The command line prints these as one `revzoo: warning:` line.
+    """

@@ -192,7 +192,7 @@ def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, saved, capsys, monke
 def test_full_disk_while_saving_or_exporting(tmp_path, saved, monkeypatch) -> None:
     from safetensors import SafetensorError
 
-    monkeypatch.setattr(revzoo.checkpoints._checkpoint, "save_file",
+    monkeypatch.setattr(revzoo.checkpoints._io, "save_file",
                         fail_with(SafetensorError("Error while serializing: IoError(No space left on device)")))
     with pytest.raises(revzoo.CheckpointError, match=r"s.safetensors: cannot write it: .*No space left on device"):
         revzoo.save(revzoo.create("tiny"), tmp_path / "s.safetensors")

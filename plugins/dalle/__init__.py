@@ -13,11 +13,10 @@ import torch
 
 import revzoo
 
-from .checkpoint import read_dalle_pytorch, write_dalle_pytorch
+from .checkpoint import read_dalle_pytorch, write_dalle_pytorch, write_dalle_pytorch_training
 from .config import DEFAULTS, build_dalle
 from .model import Dalle
 from .tokenizer import TokenizerError
-from .training_state import import_dalle_pytorch_training_state, load_training_state, save_training_state
 from .transformer import ROUTES, DalleTransformer
 from .vae import DiscreteVAE
 from .vae_model import VAE_DEFAULTS, DiscreteVAEModel, build_discrete_vae
@@ -32,13 +31,11 @@ __all__ = [
     "build_dalle",
     "example_inputs",
     "example_vae_inputs",
-    "import_dalle_pytorch_training_state",
-    "load_training_state",
     "read_dalle_pytorch",
     "register_architectures",
     "register_formats",
-    "save_training_state",
     "write_dalle_pytorch",
+    "write_dalle_pytorch_training",
 ]
 
 
@@ -88,7 +85,8 @@ def register_architectures(register: Callable[[revzoo.ArchSpec], None]) -> None:
 def register_formats(register: Callable[[revzoo.CheckpointFormat], None]) -> None:
     register(revzoo.CheckpointFormat(
         name="dalle-pytorch",
-        description="DALLE-pytorch training-script checkpoint (.pt dict: hparams, vae_params, weights)",
+        description="DALLE-pytorch training-script checkpoint (.pt dict: hparams, vae_params, weights, opt_state)",
         read=read_dalle_pytorch,
         write=write_dalle_pytorch,
+        write_training=write_dalle_pytorch_training,
     ))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -25,7 +26,7 @@ from .tokenizer import CLIP_VOCAB_SHA256, tokenizer_from_file, tokenizer_record
 from .vae_checkpoint import is_train_vae_checkpoint, read_train_vae, write_train_vae
 
 __all__ = ["UPSTREAM_DALLE_DEFAULTS", "config_from_checkpoint", "read_dalle_pytorch", "upstream_parameter_names",
-           "write_dalle_pytorch"]
+           "write_dalle_pytorch", "write_dalle_pytorch_training"]
 
 # DALLE.__init__ defaults of DALLE-pytorch 1.6.6: what upstream's generate.py gets for keys that hparams lacks.
 UPSTREAM_DALLE_DEFAULTS: dict[str, Any] = {
@@ -266,7 +267,28 @@ def read_dalle_pytorch(obj: Any, *, bpe_path: str | None = None, **options: Any)
         key = mismatched[0]
         _fail(f"shape mismatch for {_listing(mismatched)}: {key} is {tuple(tensors[key].shape)}, "
               f"the hparams give {tuple(expected[key].shape)}")
-    return revzoo.ImportedCheckpoint(architecture="dalle", config=config, form=form, tensors=tensors)
+    return revzoo.ImportedCheckpoint(architecture="dalle", config=config, form=form, tensors=tensors,
+                                     training=_training_state(obj, form))
+
+
+def _training_state(obj: Mapping[str, Any], form: str) -> revzoo.TrainingState | None:
+    """train_dalle.py's `opt_state`, `scheduler_state` and `epoch`, by revzoo's parameter names.
+
+    An optimizer state that does not fit the model is left out with a warning (the weights still import).
+    """
+    if obj.get("opt_state") is None:
+        return None
+    epoch = obj.get("epoch") or 0
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        _fail(f"DALLE-pytorch epoch must be a non-negative integer, got {epoch!r:.80}")
+    try:
+        count = sum(len(group["params"]) for group in obj["opt_state"]["param_groups"])
+        names = upstream_parameter_names(obj["weights"], form, count)
+        return revzoo.TrainingState.from_indexed(names, obj["opt_state"], obj.get("scheduler_state"), epoch)
+    except (revzoo.CheckpointError, KeyError, TypeError, AttributeError) as err:
+        warnings.warn(f"the checkpoint's opt_state is left out: it does not fit its DALL-E ({err})",
+                      revzoo.CheckpointWarning, stacklevel=2)
+        return None
 
 
 def _upstream_layer_key(key: str, form: str, shift_tokens: bool) -> str:
@@ -280,6 +302,46 @@ def _upstream_layer_key(key: str, form: str, shift_tokens: bool) -> str:
              "fn.proj_in.bias": f"fn.{shift}fn.net.0.bias", "fn.proj_out.weight": f"fn.{shift}fn.net.3.weight",
              "fn.proj_out.bias": f"fn.{shift}fn.net.3.bias"}
     return f"{head}.{inner.get(tail, tail if tail == 'scale' else 'fn.' + tail)}"
+
+
+def _upstream_rank(key: str) -> tuple[int, ...]:
+    """Where upstream's DALLE lists `key` in its state dict (and so its optimizer the parameter): module order.
+
+    Position embeddings, the VAE, the rotary table, the layers (each: scale, norm, norm_out,
+    then its attention or feed-forward), the logits head, then the token embeddings. A
+    stable sort by this rank keeps revzoo's order within each part, which is upstream's.
+    """
+    if key.startswith(("text_pos_emb.", "image_pos_emb.")):
+        return (0,)
+    if key.startswith("vae."):
+        return (1,)
+    if key == "transformer.pos_emb":
+        return (2,)
+    layer = _LAYER.match(key)
+    if layer:
+        reversible_index, fg, sequential_index, zero_one, tail = layer.groups()
+        index = int(reversible_index if reversible_index is not None else sequential_index)
+        branch = "fg".index(fg) if fg is not None else int(zero_one)
+        part = 0 if tail == "scale" else 1 if tail.startswith("fn.norm.") else 2 if tail.startswith("fn.norm_out.") else 3
+        return (3, index, branch, part)
+    return (4,) if key.startswith("to_logits.") else (5,)
+
+
+def write_dalle_pytorch_training(model: nn.Module, state: revzoo.TrainingState) -> dict[str, Any]:
+    """`opt_state`, `scheduler_state` and `epoch` for train_dalle.py's resume: its optimizer's parameter order.
+
+    Upstream's optimizer indexes its parameters in module order, the order of the exported
+    weights with each shared tensor once; train_dalle.py's leaves the frozen VAE out.
+    """
+    if getattr(model, "revzoo_architecture", None) != "dalle":
+        _fail("only DALL-E checkpoints carry optimizer state in DALLE-pytorch (train_vae.py saves none)")
+    state = state.for_model(model)
+    held = set(state.parameter_names)
+    names = {(param.data_ptr(), param.numel()): name for name, param in model.named_parameters() if name in held}
+    weights = write_dalle_pytorch(model)["weights"].values()
+    order = dict.fromkeys(names[key] for key in ((tensor.data_ptr(), tensor.numel()) for tensor in weights)
+                          if key in names)
+    return {"opt_state": state.indexed(list(order)), "scheduler_state": state.scheduler, "epoch": state.epoch}
 
 
 def write_dalle_pytorch(model: nn.Module) -> dict[str, Any]:
@@ -315,6 +377,7 @@ def write_dalle_pytorch(model: nn.Module) -> dict[str, Any]:
         for name in ("text_emb", "image_emb"):
             weights[f"{name}.linear.weight"] = weights["to_logits.1.weight"]
             weights[f"{name}.linear.bias"] = weights["to_logits.1.bias"]
+    weights = dict(sorted(weights.items(), key=lambda item: _upstream_rank(item[0])))
     hparams = {name: config[name] for name in _COPIED_HPARAMS}
     hparams.update(reversible=form == "reversible", attn_types=tuple(config["attn_types"]),
                    shared_attn_ids=None if config["shared_attn_ids"] is None else tuple(config["shared_attn_ids"]),

@@ -18,6 +18,10 @@ from ._hub import create as create
 from ._hub import load_from_hub as load_from_hub
 from ._hub import save_pretrained as save_pretrained
 from ._preserve import convert_preserving as convert_preserving
+from ._training import load_training_state as load_training_state
+from ._training import read_training_state as read_training_state
+from ._training import save_training_state as save_training_state
+from ._training import training_state_beside as training_state_beside
 
 __all__ = [
     "convert",
@@ -27,9 +31,13 @@ __all__ = [
     "import_checkpoint",
     "load",
     "load_from_hub",
+    "load_training_state",
     "probe_forms",
     "read_foreign",
     "read_metadata",
+    "read_training_state",
     "save",
     "save_pretrained",
+    "save_training_state",
+    "training_state_beside",
 ]

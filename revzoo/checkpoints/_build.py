@@ -20,7 +20,7 @@ from torch.nn.modules import module as torch_module
 
 from ..engine import apply_coupling_record
 from ..errors import CheckpointError, RevzooError, UnknownModelError
-from ..registry import CheckpointFormat, ImportedCheckpoint, create, resolve
+from ..registry import CheckpointFormat, ImportedCheckpoint, TrainingState, create, resolve
 from ._state import TensorSource, check_fit
 
 __all__ = ["BUDGET_SLACK", "build_for", "read_with", "registration_budget", "tensor_census"]
@@ -105,9 +105,10 @@ def read_with(fmt: CheckpointFormat, obj: Any, origin: str, options: Mapping[str
         raise
     except _BUILD_ERRORS as err:
         raise CheckpointError(f"{origin}: format {fmt.name!r} cannot read it: {_first_line(err)}") from err
-    if not isinstance(imported, ImportedCheckpoint) or not isinstance(imported.tensors, Mapping):
+    if not isinstance(imported, ImportedCheckpoint) or not isinstance(imported.tensors, Mapping) or not (
+            imported.training is None or isinstance(imported.training, TrainingState)):
         raise CheckpointError(f"format {fmt.name!r}: its reader returned {type(imported).__name__}, not an "
-                              "ImportedCheckpoint holding a mapping of tensors")
+                              "ImportedCheckpoint holding a mapping of tensors (and a TrainingState or None)")
     return imported
 
 

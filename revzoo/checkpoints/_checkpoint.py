@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
 from torch import nn
 
 from .._version import LAYOUT_VERSION, __version__
 from ..engine import FORMS, coupling_record, get_form
-from ..errors import CheckpointError
-from ..registry import get_format, resolve
+from ..errors import CheckpointError, CheckpointWarning
+from ..registry import TrainingState, get_format, resolve
 from ._build import build_for, read_with
 from ._directory import pretrained_files
 from ._foreign import read_foreign, tensor_items
-from ._io import SAFETENSORS_SUFFIX, check_output, progress_bar, require_file
+from ._io import SAFETENSORS_SUFFIX, check_output, progress_bar, require_file, save_safetensors
 from ._provenance import file_architecture, migrate, provenance_metadata
 from ._shards import is_index, open_tensors, stored_tensors, write_checkpoint
 from ._state import TensorSource, chosen_dtype, fit_tensors, tied_groups
 from ._stream import write_stored
+from ._training import read_training_state, training_state_beside, training_state_file, write_training_state
 from ._write import atomic_write
 
 __all__ = ["convert", "export_checkpoint", "import_checkpoint", "load", "probe_forms", "read_metadata", "save"]
@@ -86,17 +86,9 @@ def _write_model(model: nn.Module, path: str | os.PathLike, max_shard_size: int 
     sizes = {name: tensor.numel() * tensor.element_size() for name, tensor in tensors.items()}
 
     def write_shard(names, tmp: Path) -> None:
-        _save_safetensors({name: tensors[name] for name in names}, tmp, metadata)
+        save_safetensors({name: tensors[name] for name in names}, tmp, metadata)
 
     return write_checkpoint(path, sizes, write_shard, metadata, max_shard_size, overwrite=overwrite)
-
-
-def _save_safetensors(tensors: Mapping[str, torch.Tensor], tmp: Path, metadata: Mapping[str, str] | None) -> None:
-    """safetensors' save_file, its I/O failures (a full disk) raised as OSError for the atomic writer to report."""
-    try:
-        save_file(dict(tensors), tmp, None if metadata is None else dict(metadata))
-    except SafetensorError as err:
-        raise OSError(str(err)) from err
 
 
 def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -257,30 +249,83 @@ def convert(
 
 
 def import_checkpoint(
-    format_name: str, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False, **options: Any
+    format_name: str, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
+    training_state: str | os.PathLike | None = None, **options: Any
 ) -> Path:
-    """Converts a foreign checkpoint (e.g. DALLE-pytorch's) into a revzoo file; returns its path."""
+    """Converts a foreign checkpoint (e.g. DALLE-pytorch's) into a revzoo file; returns its path.
+
+    Where the file holds an optimizer's and scheduler's state and the epoch (DALLE-pytorch's
+    `opt_state`, `scheduler_state`, `epoch`), they go to `training_state`, by default
+    NAME.training.safetensors beside `dst` (see `load_training_state`). A training state
+    left there by an earlier import is replaced or, with `overwrite`, removed.
+    """
     fmt = get_format(format_name)
     src = require_file(src)
+    state_path = Path(training_state) if training_state is not None else training_state_beside(dst)
     check_output(src, dst, overwrite)
+    check_output(src, state_path, overwrite)
     imported = read_with(fmt, read_foreign(src), str(src), options)
+    if imported.training is None and training_state is not None:
+        raise CheckpointError(f"{src}: holds no optimizer state to write to {training_state}")
     source = TensorSource.from_tensors(tensor_items(imported.tensors))
     model = build_for(source, str(src), imported.architecture, imported.form, imported.config)
     fit_tensors(model, source, str(src))
-    return _write_model(model, dst, None, overwrite)
+    state = None if imported.training is None else _training_of(model, imported.training, str(src))
+    path = _write_model(model, dst, None, overwrite)
+    if state is not None:
+        write_training_state(state_path, state, overwrite)
+    elif training_state is None:
+        state_path.unlink(missing_ok=True)  # it described the model just replaced
+    return path
 
 
-def export_checkpoint(format_name: str, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Writes a revzoo file back in a foreign layout (.safetensors or a weights-only .pt); returns its path."""
+def _training_of(model: nn.Module, state: TrainingState, origin: str) -> TrainingState:
+    """The imported training state under `model`'s parameter names, checked against them."""
+    state = state.for_model(model)
+    unknown = sorted(set(state.parameter_names) - {name for name, _ in model.named_parameters()})
+    if unknown:
+        raise CheckpointError(f"{origin}: its optimizer state names parameters the model lacks: {unknown[:3]}")
+    training_state_file(state)  # refuses what cannot be stored, before anything is written
+    return state
+
+
+def export_checkpoint(format_name: str, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
+                      training_state: str | os.PathLike | None = None) -> Path:
+    """Writes a revzoo file back in a foreign layout (.safetensors or a weights-only .pt); returns its path.
+
+    The training state (`training_state`, by default NAME.training.safetensors beside `src`
+    if there is one) goes into the file where the format has a place for it (DALLE-pytorch's
+    `opt_state`, `scheduler_state`, `epoch`); the default one is left out, with a
+    CheckpointWarning, where it has none.
+    """
     fmt = get_format(format_name)
     if fmt.write is None:
         raise CheckpointError(f"format {format_name!r} can be imported but not exported")
     src = require_file(src)
     check_output(src, dst, overwrite)
-    exported = fmt.write(load(src))
-    if Path(dst).suffix.lower() == SAFETENSORS_SUFFIX:
+    to_safetensors = Path(dst).suffix.lower() == SAFETENSORS_SUFFIX
+    state_path = require_file(training_state) if training_state is not None else training_state_beside(src)
+    if state_path.is_file() and (fmt.write_training is None or to_safetensors):
+        reason = "a .safetensors export holds the weights only" if fmt.write_training else \
+            f"format {format_name!r} has no place for it"
+        if training_state is not None:
+            raise CheckpointError(f"{state_path}: cannot export the training state: {reason}")
+        warnings.warn(f"{state_path} not exported: {reason}", CheckpointWarning, stacklevel=2)
+        state_path = None
+    model = load(src)
+    exported = fmt.write(model)
+    if state_path is not None and state_path.is_file():
+        if not isinstance(exported, Mapping):
+            raise CheckpointError(f"format {format_name!r}: its writer returned {type(exported).__name__}, not a "
+                                  "mapping that can take the training state")
+        state = read_training_state(state_path)
+        try:
+            exported = {**exported, **fmt.write_training(model, state)}
+        except CheckpointError as err:
+            raise CheckpointError(f"{state_path}: {err}") from err
+    if to_safetensors:
         tensors = _unshared(tensor_items(exported))
-        return atomic_write(dst, lambda tmp: _save_safetensors(tensors, tmp, None), overwrite)
+        return atomic_write(dst, lambda tmp: save_safetensors(tensors, tmp, None), overwrite)
     return atomic_write(dst, lambda tmp: _torch_save(exported, tmp), overwrite)
 
 

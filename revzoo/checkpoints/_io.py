@@ -1,15 +1,17 @@
-"""Opening safetensors files, vetting output paths, and the progress bar."""
+"""Opening and saving safetensors files, vetting output paths, and the progress bar."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..errors import CheckpointError
@@ -20,6 +22,7 @@ __all__ = [
     "open_safetensors",
     "progress_bar",
     "require_file",
+    "save_safetensors",
 ]
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -65,3 +68,11 @@ def check_output(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool
             raise CheckpointError(f"{dst}: output is the input file; pass --overwrite to replace it")
     elif not overwrite:
         raise CheckpointError(f"{dst}: already exists; pass --overwrite to replace it")
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], tmp: Path, metadata: Mapping[str, str] | None) -> None:
+    """safetensors' save_file, its I/O failures (a full disk) raised as OSError for the atomic writer to report."""
+    try:
+        save_file(dict(tensors), tmp, None if metadata is None else dict(metadata))
+    except SafetensorError as err:
+        raise OSError(str(err)) from err

@@ -43,6 +43,7 @@ _EXPORTS = {
     "ArchSpec": "._spec",
     "CheckpointFormat": "._spec",
     "ImportedCheckpoint": "._spec",
+    "TrainingState": "._training",
 }
 
 __getattr__, __dir__ = attach(__name__, _EXPORTS)
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
     from ._spec import ArchSpec as ArchSpec
     from ._spec import CheckpointFormat as CheckpointFormat
     from ._spec import ImportedCheckpoint as ImportedCheckpoint
+    from ._training import TrainingState as TrainingState
 
 __all__ = [
     "Adapter",
@@ -82,6 +84,7 @@ __all__ = [
     "CardSection",
     "CheckpointFormat",
     "ImportedCheckpoint",
+    "TrainingState",
     "card_file",
     "card_section",
     "create",

@@ -15,6 +15,7 @@ from torch import nn
 from ..engine import FORMS, StreamLayout
 from ..engine._routes import RouteTable
 from ..errors import PluginError
+from ._training import TrainingState
 
 __all__ = ["Adapter", "ArchSpec", "CheckpointFormat", "ImportedCheckpoint"]
 
@@ -137,12 +138,17 @@ class ArchSpec:
 
 @dataclass(frozen=True)
 class ImportedCheckpoint:
-    """What a format's reader returns: enough to build the model and load its tensors."""
+    """What a format's reader returns: enough to build the model and load its tensors.
+
+    `training` is the optimizer's and scheduler's state and the epoch, where the file holds
+    them under revzoo's parameter names; `import_checkpoint` writes it beside the model.
+    """
 
     architecture: str
     config: Mapping[str, Any]
     form: str
     tensors: Mapping[str, Any]
+    training: TrainingState | None = None
 
 
 @dataclass(frozen=True)
@@ -152,18 +158,24 @@ class CheckpointFormat:
     `read(obj, **options)` takes what revzoo read from the file without pickle (a dict of
     tensors for safetensors, the `torch.load(weights_only=True)` object for .pt files) and
     returns an ImportedCheckpoint. `write(model)` returns the object to save in the foreign
-    layout, or is None when exporting is not supported.
+    layout, or is None when exporting is not supported. `write_training(model, state)`
+    returns the entries that carry a TrainingState in that object (e.g. `opt_state`), or is
+    None when the layout has no place for it.
     """
 
     name: str
     description: str
     read: Callable[..., ImportedCheckpoint]
     write: Callable[[nn.Module], Any] | None = None
+    write_training: Callable[[nn.Module, TrainingState], Mapping[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, "format")
-        if not callable(self.read) or (self.write is not None and not callable(self.write)):
-            raise PluginError(f"format {self.name!r}: read (and write, if given) must be callable")
+        if not callable(self.read) or any(hook is not None and not callable(hook)
+                                          for hook in (self.write, self.write_training)):
+            raise PluginError(f"format {self.name!r}: read (and write, write_training, if given) must be callable")
+        if self.write_training is not None and self.write is None:
+            raise PluginError(f"format {self.name!r}: write_training needs write (export) too")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,148 @@
+"""Training state: what resuming needs beside the weights, keyed by parameter name so that it outlives index order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+__all__ = ["TrainingState"]
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """An optimizer's state keyed by parameter name, a scheduler's state and the epoch.
+
+    `optimizer` is `optimizer.state_dict()` with every parameter index replaced by that
+    parameter's name in the model, so it loads into an optimizer over the same parameters
+    built in another order (another library's, say) and is what a foreign format's
+    reader returns beside the weights (`ImportedCheckpoint.training`).
+    """
+
+    optimizer: Mapping[str, Any]
+    scheduler: Any = None
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        _check_state_dict(self.optimizer)
+        names = self.parameter_names
+        if not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
+            raise CheckpointError("training state: the optimizer's param_groups must name each parameter once")
+        stray = sorted(set(self.optimizer["state"]) - set(names))
+        if stray:
+            raise CheckpointError(f"training state: state for parameters no param group holds: {stray[:3]}")
+        if isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or self.epoch < 0:
+            raise CheckpointError(f"training state: epoch must be a non-negative integer, got {self.epoch!r:.40}")
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """The names of the optimizer's parameters, group by group."""
+        return [name for group in self.optimizer["param_groups"] for name in group["params"]]
+
+    @classmethod
+    def from_indexed(cls, names: Sequence[str], optimizer_state: Mapping[str, Any], scheduler: Any = None,
+                     epoch: int = 0) -> TrainingState:
+        """Names an optimizer state dict's parameters: index i is `names[i]`."""
+        _check_state_dict(optimizer_state)
+
+        def name(index: Any) -> str:
+            if not isinstance(index, int) or not 0 <= index < len(names):
+                raise CheckpointError(f"training state: the optimizer names parameter {index!r:.40}; "
+                                      f"expected an index below {len(names)}")
+            return names[index]
+
+        state = {name(index): dict(entries) for index, entries in optimizer_state["state"].items()}
+        groups = [{**group, "params": [name(index) for index in group["params"]]}
+                  for group in optimizer_state["param_groups"]]
+        return cls({"state": state, "param_groups": groups}, scheduler, epoch)
+
+    @classmethod
+    def of(cls, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any = None,
+           epoch: int = 0) -> TrainingState:
+        """The state of `optimizer` (built over `model`'s parameters) and `scheduler` now."""
+        return cls.from_indexed(_optimizer_names(model, optimizer), optimizer.state_dict(),
+                                None if scheduler is None else scheduler.state_dict(), epoch)
+
+    def renamed(self, names: Mapping[str, str]) -> TrainingState:
+        """The same state with parameters renamed through `names` (names it lacks are kept)."""
+        state = {names.get(name, name): entries for name, entries in self.optimizer["state"].items()}
+        groups = [{**group, "params": [names.get(name, name) for name in group["params"]]}
+                  for group in self.optimizer["param_groups"]]
+        return TrainingState({"state": state, "param_groups": groups}, self.scheduler, self.epoch)
+
+    def for_model(self, model: nn.Module) -> TrainingState:
+        """The same state under the names `model.named_parameters()` gives (a tied parameter has one)."""
+        return self.renamed(canonical_names(model))
+
+    def indexed(self, names: Sequence[str]) -> dict[str, Any]:
+        """The optimizer state dict of an optimizer over the parameters `names`, in that order (groups as saved)."""
+        _check_same(names, self.parameter_names, "")
+        index = {name: i for i, name in enumerate(names)}
+        return {"state": {index[name]: dict(entries) for name, entries in self.optimizer["state"].items()},
+                "param_groups": [{**group, "params": sorted(index[name] for name in group["params"])}
+                                 for group in self.optimizer["param_groups"]]}
+
+    def load_into(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> int:
+        """Loads the state into `optimizer` (built over `model`'s parameters) and `scheduler`; returns the epoch.
+
+        Each of the optimizer's param groups must hold the parameters of the saved group at
+        its place, in any order.
+        """
+        names = _optimizer_names(model, optimizer)
+        saved = self.for_model(model).optimizer
+        if len(saved["param_groups"]) != len(optimizer.param_groups):
+            raise CheckpointError(f"the saved optimizer has {len(saved['param_groups'])} param group(s); "
+                                  f"this one has {len(optimizer.param_groups)}")
+        # load_state_dict pairs the saved ids of each group with that group's parameters in order
+        groups, offset = [], 0
+        for number, (group, saved_group) in enumerate(zip(optimizer.param_groups, saved["param_groups"])):
+            own = names[offset:offset + len(group["params"])]
+            _check_same(own, saved_group["params"], f" in param group {number}" if number else "")
+            groups.append({**saved_group, "params": list(range(offset, offset + len(own)))})
+            offset += len(own)
+        index = {name: i for i, name in enumerate(names)}
+        optimizer.load_state_dict({"state": {index[name]: dict(entries) for name, entries in saved["state"].items()},
+                                   "param_groups": groups})
+        if scheduler is not None and self.scheduler is not None:
+            scheduler.load_state_dict(self.scheduler)
+        return self.epoch
+
+
+def _check_state_dict(optimizer_state: Any) -> None:
+    """Refuses what is not laid out as `optimizer.state_dict()` is (a corrupt or foreign file's)."""
+    layout = optimizer_state if isinstance(optimizer_state, Mapping) else {}
+    state, groups = layout.get("state"), layout.get("param_groups")
+    if not isinstance(state, Mapping) or not all(isinstance(entries, Mapping) for entries in state.values()) or \
+            not isinstance(groups, (list, tuple)) or not all(
+                isinstance(group, Mapping) and isinstance(group.get("params"), (list, tuple)) for group in groups):
+        raise CheckpointError("training state: the optimizer's state must be laid out as optimizer.state_dict() "
+                              "is: 'state' (a mapping per parameter) and 'param_groups' (each with its 'params')")
+
+
+def canonical_names(model: nn.Module) -> dict[str, str]:
+    """Maps every name of each of `model`'s parameters to the one `model.named_parameters()` gives."""
+    first = {id(param): name for name, param in model.named_parameters()}
+    return {name: first[id(param)] for name, param in model.named_parameters(remove_duplicate=False)}
+
+
+def _check_same(names: Sequence[str], saved: Sequence[str], where: str) -> None:
+    if sorted(names) != sorted(saved):
+        missing, extra = sorted(set(names) - set(saved)), sorted(set(saved) - set(names))
+        raise CheckpointError(f"the saved optimizer is over other parameters{where} (missing {missing[:3]}, "
+                              f"extra {extra[:3]})")
+
+
+def _optimizer_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The model's name of each of the optimizer's parameters, in the optimizer's order."""
+    by_identity = {id(parameter): name for name, parameter in model.named_parameters()}
+    params = [param for group in optimizer.param_groups for param in group["params"]]
+    unknown = [param for param in params if id(param) not in by_identity]
+    if unknown:
+        raise CheckpointError(f"the optimizer holds {len(unknown)} parameter(s) that are not the model's; "
+                              "build it over model.parameters()")
+    return [by_identity[id(param)] for param in params]

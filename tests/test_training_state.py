@@ -1,0 +1,195 @@
+"""Training-state files beside a model: where import and export put and find them, and bad ones refused clearly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import revzoo
+from revzoo.cli import main
+from revzoo.testing import isolated_plugins
+
+FIXTURES = Path(__file__).parent / "fixtures" / "dalle"
+SMALL = dict(dim=16, depth=2, heads=2, dim_head=8, num_text_tokens=20, text_seq_len=3, image_size=8,
+             vae_num_layers=1, num_image_tokens=8, vae_hidden_dim=4, vae_codebook_dim=4)
+
+
+@pytest.fixture(autouse=True)
+def dalle_plugin(register_plugin) -> None:
+    import revzoo_dalle
+
+    register_plugin(revzoo_dalle, name="dalle-test")
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> tuple[torch.nn.Module, torch.optim.Optimizer, Path]:
+    """A small dalle after one Adam step, saved with its training state beside it."""
+    torch.manual_seed(0)
+    model = revzoo.create("dalle-rev", **SMALL)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(torch.tensor([[1, 2, 3]]), torch.zeros(1, 16, dtype=torch.long), return_loss=True).backward()
+    optimizer.step()
+    path = revzoo.save(model, tmp_path / "m.safetensors")
+    revzoo.save_training_state(tmp_path / "m.training.safetensors", model, optimizer, epoch=1)
+    return model, optimizer, path
+
+
+def test_the_state_lives_beside_the_model_under_one_name(tmp_path: Path) -> None:
+    from revzoo.checkpoints import training_state_beside
+
+    assert training_state_beside(tmp_path / "m.safetensors") == tmp_path / "m.training.safetensors"
+    assert training_state_beside(tmp_path / "m.safetensors.index.json") == tmp_path / "m.training.safetensors"
+    assert training_state_beside(tmp_path) == tmp_path / "training.safetensors"
+
+
+def test_import_of_a_file_without_optimizer_state_writes_none_and_removes_a_stale_one(tmp_path: Path) -> None:
+    upstream = torch.load(FIXTURES / "resume.pt", weights_only=True)
+    torch.save({key: value for key, value in upstream.items() if key not in ("opt_state", "scheduler_state")},
+               tmp_path / "plain.pt")
+    revzoo.import_checkpoint("dalle-pytorch", FIXTURES / "resume.pt", tmp_path / "m.safetensors")
+    stale = tmp_path / "m.training.safetensors"
+    assert stale.is_file()
+    with pytest.raises(revzoo.CheckpointError, match="m.safetensors: already exists"):
+        revzoo.import_checkpoint("dalle-pytorch", tmp_path / "plain.pt", tmp_path / "m.safetensors")
+    (tmp_path / "m.safetensors").unlink()
+    with pytest.raises(revzoo.CheckpointError, match="m.training.safetensors: already exists"):
+        revzoo.import_checkpoint("dalle-pytorch", tmp_path / "plain.pt", tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()  # refused before anything was written
+    revzoo.import_checkpoint("dalle-pytorch", tmp_path / "plain.pt", tmp_path / "m.safetensors", overwrite=True)
+    assert not stale.exists()  # it described the model just replaced
+    with pytest.raises(revzoo.CheckpointError, match="holds no optimizer state to write to"):
+        revzoo.import_checkpoint("dalle-pytorch", tmp_path / "plain.pt", tmp_path / "n.safetensors",
+                                 training_state=tmp_path / "n.state.safetensors")
+    assert not (tmp_path / "n.safetensors").exists()
+
+
+def test_import_to_a_chosen_training_state_path(tmp_path: Path, capsys) -> None:
+    assert main(["import", "dalle-pytorch", str(FIXTURES / "resume.pt"), str(tmp_path / "m.safetensors"),
+                 "--training-state", str(tmp_path / "opt.safetensors")]) == 0
+    assert f"wrote {tmp_path / 'opt.safetensors'} (optimizer state of 32 parameters, epoch 3)" in capsys.readouterr().out
+    assert not (tmp_path / "m.training.safetensors").exists()
+    assert revzoo.read_training_state(tmp_path / "opt.safetensors").epoch == 3
+
+
+def test_an_opt_state_that_does_not_fit_is_left_out_with_a_warning(tmp_path: Path, capsys) -> None:
+    upstream = torch.load(FIXTURES / "resume.pt", weights_only=True)
+    upstream["opt_state"]["param_groups"][0]["params"] = list(range(5))
+    torch.save(upstream, tmp_path / "odd.pt")
+    assert main(["import", "dalle-pytorch", str(tmp_path / "odd.pt"), str(tmp_path / "m.safetensors")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("revzoo: warning: the checkpoint's opt_state is left out: ") and err.count("\n") == 1
+    assert "holds 5 parameters" in err
+    assert (tmp_path / "m.safetensors").is_file() and not (tmp_path / "m.training.safetensors").exists()
+
+
+def test_export_to_a_format_without_a_place_for_it_warns_and_refuses_when_asked(tmp_path: Path, trained,
+                                                                                capsys) -> None:
+    import revzoo_dalle
+
+    class NoTrainingState:
+        @revzoo.hookimpl
+        def register_formats(self, register) -> None:
+            register(revzoo.CheckpointFormat(name="weights-only", description="dalle-pytorch without opt_state",
+                                             read=revzoo_dalle.read_dalle_pytorch, write=revzoo_dalle.write_dalle_pytorch))
+
+    _, _, path = trained
+    revzoo.register_plugin(NoTrainingState(), name="weights-only")
+    assert main(["export", "weights-only", str(path), str(tmp_path / "w.pt")]) == 0
+    assert capsys.readouterr().err == (f"revzoo: warning: {tmp_path / 'm.training.safetensors'} not exported: "
+                                       "format 'weights-only' has no place for it\n")
+    assert "opt_state" not in torch.load(tmp_path / "w.pt", weights_only=True)
+    assert main(["export", "weights-only", str(path), str(tmp_path / "w2.pt"),
+                 "--training-state", str(tmp_path / "m.training.safetensors")]) == 2
+    assert "cannot export the training state: format 'weights-only' has no place for it" in capsys.readouterr().err
+    assert not (tmp_path / "w2.pt").exists()
+
+
+def test_a_format_cannot_take_training_state_without_export() -> None:
+    with pytest.raises(revzoo.PluginError, match="write_training needs write"):
+        revzoo.CheckpointFormat(name="odd", description="", read=lambda obj: None, write_training=lambda m, s: {})
+
+
+def test_a_reader_returning_something_else_as_training_state_is_refused(tmp_path: Path) -> None:
+    import revzoo_dalle
+
+    def read(obj, **options):
+        imported = revzoo_dalle.read_dalle_pytorch(obj)
+        return revzoo.ImportedCheckpoint(imported.architecture, imported.config, imported.form, imported.tensors,
+                                         training={"opt_state": 1})
+
+    class Odd:
+        @revzoo.hookimpl
+        def register_formats(self, register) -> None:
+            register(revzoo.CheckpointFormat(name="odd-training", description="", read=read))
+
+    with isolated_plugins():
+        revzoo.register_plugin(revzoo_dalle, name="dalle-again")
+        revzoo.register_plugin(Odd(), name="odd")
+        with pytest.raises(revzoo.CheckpointError, match="and a TrainingState or None"):
+            revzoo.import_checkpoint("odd-training", FIXTURES / "resume.pt", tmp_path / "m.safetensors")
+
+
+def _rewritten(src: Path, dst: Path, tensors: dict | None = None, **metadata: str) -> Path:
+    with safe_open(str(src), framework="pt") as handle:
+        stored = {key: handle.get_tensor(key) for key in handle.keys()}
+        meta = {**handle.metadata(), **{f"revzoo.training.{key}": value for key, value in metadata.items()}}
+    save_file(stored if tensors is None else tensors, str(dst), meta)
+    return dst
+
+
+def test_bad_training_state_files_are_refused_naming_them(tmp_path: Path, trained) -> None:
+    model, optimizer, _ = trained
+    good = tmp_path / "m.training.safetensors"
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:100])
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(1)}, str(foreign))
+    first = next(iter(safe_open(str(good), framework="pt").keys()))
+    cases = {
+        truncated: "not a readable safetensors file",
+        foreign: "not a revzoo training-state file",
+        _rewritten(good, tmp_path / "json.safetensors", param_groups="[{"): "corrupt training-state metadata",
+        _rewritten(good, tmp_path / "epoch.safetensors", epoch="-1"): "epoch must be a non-negative integer",
+        _rewritten(good, tmp_path / "groups.safetensors", param_groups=json.dumps({"params": 1})):
+            "laid out as optimizer.state_dict",
+        _rewritten(good, tmp_path / "twice.safetensors", param_groups=json.dumps([{"params": ["a", "a"]}])):
+            "name each parameter once",
+        _rewritten(good, tmp_path / "key.safetensors", tensors={"noslash": torch.zeros(1)}):
+            "is not named PARAMETER/ENTRY",
+        _rewritten(good, tmp_path / "stray.safetensors", tensors={"ghost/exp_avg": torch.zeros(1)}):
+            "state for parameters no param group holds",
+        _rewritten(good, tmp_path / "other.safetensors", param_groups=json.dumps([{"params": [first.split("/")[0]]}]),
+                   entries="{}", tensors={first: torch.zeros(1)}): "over other parameters",
+    }
+    for path, message in cases.items():
+        with pytest.raises(revzoo.CheckpointError, match=message) as raised:
+            revzoo.load_training_state(path, model, optimizer)
+        assert str(raised.value).startswith(str(path)), raised.value
+
+
+def test_a_scheduler_state_json_cannot_hold_is_refused_before_writing(tmp_path: Path, trained) -> None:
+    model, optimizer, _ = trained
+
+    class Scheduler:
+        def state_dict(self) -> dict:
+            return {"f": object()}
+
+    with pytest.raises(revzoo.CheckpointError, match="scheduler's state holds a value JSON cannot hold"):
+        revzoo.save_training_state(tmp_path / "s.safetensors", model, optimizer, Scheduler())
+    assert not (tmp_path / "s.safetensors").exists()
+
+
+def test_load_refuses_an_optimizer_with_other_groups(tmp_path: Path, trained) -> None:
+    model, _, _ = trained
+    params = [p for p in model.parameters() if p.requires_grad]
+    two_groups = torch.optim.Adam([{"params": params[:3]}, {"params": params[3:]}])
+    with pytest.raises(revzoo.CheckpointError, match="the saved optimizer has 1 param group"):
+        revzoo.load_training_state(tmp_path / "m.training.safetensors", model, two_groups)
+    foreign = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    with pytest.raises(revzoo.CheckpointError, match="parameter.s. that are not the model's"):
+        revzoo.load_training_state(tmp_path / "m.training.safetensors", model, foreign)
