@@ -6,7 +6,7 @@ OUT/vae.safetensors, OUT/dalle.safetensors and OUT/dalle.training.safetensors (o
 scheduler, epoch, to resume), then prompts with `revzoo generate`.
 
     python tools/train_dalle.py --write-shapes shapes        # 12 captioned shapes to try it
-    python tools/train_dalle.py shapes run                   # a few minutes on 2 CPU cores
+    python tools/train_dalle.py shapes run                   # about 4 minutes on 2 CPU cores
     revzoo generate run/dalle.safetensors "a red square" "a blue disc" --seed 0 --out grid.png
 """
 
@@ -99,9 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.step()
         scheduler.step()
     path = revzoo.save(model, args.out / "dalle.safetensors")
-    from revzoo_dalle import save_training_state
-
-    state = save_training_state(args.out / "dalle.training.safetensors", model, optimizer, scheduler, epoch=1)
+    state = revzoo.save_training_state(args.out / "dalle.training.safetensors", model, optimizer, scheduler, epoch=1)
     print(f"DALL-E: {args.steps} steps, loss {loss.item():.3f} -> {path} (training state: {state})")
     print(f'try: revzoo generate {path} "{captions[0][0]}" --seed 0 --out grid.png')
 
