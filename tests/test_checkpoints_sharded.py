@@ -182,7 +182,7 @@ def test_failed_sharded_writes_leave_no_output(tmp_path, saved, monkeypatch) -> 
             raise OSError("disk full")
         tmp.write_bytes(b"shard")
 
-    monkeypatch.setattr(revzoo.checkpoints._checkpoint, "save_file", fail_on_third_shard)
+    monkeypatch.setattr(revzoo.checkpoints._io, "save_file", fail_on_third_shard)
     with pytest.raises(revzoo.CheckpointError, match=r"w-00003-of-0000\d.safetensors: cannot write it: disk full"):
         revzoo.save(model, tmp_path / "w.safetensors", max_shard_size=SHARD)
     assert len(calls) == 3

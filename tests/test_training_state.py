@@ -193,3 +193,13 @@ def test_load_refuses_an_optimizer_with_other_groups(tmp_path: Path, trained) ->
     foreign = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
     with pytest.raises(revzoo.CheckpointError, match="parameter.s. that are not the model's"):
         revzoo.load_training_state(tmp_path / "m.training.safetensors", model, foreign)
+
+
+def test_a_vae_export_leaves_its_training_state_out_with_a_warning(tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    vae = revzoo.create("discrete-vae", image_size=16, num_layers=2, num_tokens=8, codebook_dim=8, hidden_dim=4)
+    path = revzoo.save(vae, tmp_path / "vae.safetensors")
+    revzoo.save_training_state(tmp_path / "vae.training.safetensors", vae, torch.optim.Adam(vae.parameters()))
+    assert main(["export", "dalle-pytorch", str(path), str(tmp_path / "vae.pt")]) == 0
+    assert capsys.readouterr().err == "revzoo: warning: the training state is left out: train_vae.py checkpoints hold none\n"
+    assert set(torch.load(tmp_path / "vae.pt", weights_only=True)) == {"hparams", "weights"}

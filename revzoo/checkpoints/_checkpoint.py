@@ -256,8 +256,9 @@ def import_checkpoint(
 
     Where the file holds an optimizer's and scheduler's state and the epoch (DALLE-pytorch's
     `opt_state`, `scheduler_state`, `epoch`), they go to `training_state`, by default
-    NAME.training.safetensors beside `dst` (see `load_training_state`). A training state
-    left there by an earlier import is replaced or, with `overwrite`, removed.
+    NAME.training.safetensors beside `dst` (see `load_training_state`). Like `dst`, an
+    existing file there is refused without `overwrite`; with it, the default one is replaced,
+    or removed when this file has no training state (it belonged to the model replaced).
     """
     fmt = get_format(format_name)
     src = require_file(src)
