@@ -285,3 +285,32 @@ def test_torch_compile_with_dropout_trains_like_eager_invert() -> None:
     compiled = torch.compile(stack)
     for _ in range(2):  # the second step runs the cached graph
         assert_same_grads(eager, grads_of(lambda: compiled(x), params + [x]), names)
+
+
+@pytest.mark.slow  # compiling takes a few seconds
+@pytest.mark.parametrize("execution", ["invert", "autograd"])
+def test_torch_compile_of_an_exact_stack(execution: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Compiled, an exact stack keeps eager invert's bitwise gradients (invert runs outside the graph), its range
+    error, and no graph-break warning from the range check's host read."""
+    torch._dynamo.reset()
+    torch.manual_seed(12)
+    stack = revzoo.ReversibleSequence(pairs(3, DIM, dropout=0.3 if execution == "invert" else 0.0),
+                                      coupling=revzoo.Coupling(scales=(0.125, 0.125)), exact=True)
+    stack.execution = execution
+    x = torch.randn(4, DIM, requires_grad=True)
+    params = list(stack.parameters()) + [x]
+    names = [n for n, _ in stack.named_parameters()] + ["x"]
+    torch.manual_seed(13)
+    eager = grads_of(lambda: stack(x), params)
+    compiled = torch.compile(stack)
+    with caplog.at_level("WARNING", logger="torch._dynamo"):
+        torch.manual_seed(13)
+        got = grads_of(lambda: compiled(x), params)
+    assert not [record for record in caplog.records if "Graph break" in record.getMessage()]
+    if execution == "invert":
+        for name, expected, actual in zip(names, eager, got):
+            assert torch.equal(actual, expected), name
+    else:  # inductor's float32 kernels round differently from eager's
+        assert_same_grads(eager, got, names, atol=1e-5)
+    with pytest.raises(OverflowError, match="the stack's input took the stream outside"):
+        compiled(x.detach() * 2.0**22)
