@@ -203,3 +203,19 @@ def test_a_vae_export_leaves_its_training_state_out_with_a_warning(tmp_path: Pat
     assert main(["export", "dalle-pytorch", str(path), str(tmp_path / "vae.pt")]) == 0
     assert capsys.readouterr().err == "revzoo: warning: the training state is left out: train_vae.py checkpoints hold none\n"
     assert set(torch.load(tmp_path / "vae.pt", weights_only=True)) == {"hparams", "weights"}
+
+
+def test_import_writes_the_model_and_its_training_state_together_or_neither(tmp_path: Path, monkeypatch) -> None:
+    from safetensors import SafetensorError
+
+    real = revzoo.checkpoints._io.save_file
+
+    def full_disk_for_the_state(tensors, tmp, metadata=None):
+        if ".training." in str(tmp):
+            raise SafetensorError("Error while serializing: IoError(No space left on device)")
+        real(tensors, tmp, metadata)
+
+    monkeypatch.setattr(revzoo.checkpoints._io, "save_file", full_disk_for_the_state)
+    with pytest.raises(revzoo.CheckpointError, match=r"m.training.safetensors: cannot write it: .*No space left"):
+        revzoo.import_checkpoint("dalle-pytorch", FIXTURES / "resume.pt", tmp_path / "m.safetensors")
+    assert sorted(path.name for path in tmp_path.iterdir()) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from ._provenance import file_architecture, migrate, provenance_metadata
 from ._shards import is_index, open_tensors, stored_tensors, write_checkpoint
 from ._state import TensorSource, chosen_dtype, fit_tensors, tied_groups
 from ._stream import write_stored
-from ._training import read_training_state, training_state_beside, training_state_file, write_training_state
+from ._training import read_training_state, training_state_beside, training_state_file
 from ._write import atomic_write
 
 __all__ = ["convert", "export_checkpoint", "import_checkpoint", "load", "probe_forms", "read_metadata", "save"]
@@ -77,7 +77,8 @@ def save(model: nn.Module, path: str | os.PathLike, max_shard_size: int | str | 
     return _write_model(model, path, max_shard_size, overwrite=True)
 
 
-def _write_model(model: nn.Module, path: str | os.PathLike, max_shard_size: int | str | None, overwrite: bool) -> Path:
+def _write_model(model: nn.Module, path: str | os.PathLike, max_shard_size: int | str | None, overwrite: bool,
+                 beside: Mapping[Path, Callable[[Path], None]] | None = None) -> Path:
     state = model.state_dict(keep_vars=True)
     groups = tied_groups(model)
     aliases = {name: group[0] for group in groups for name in group[1:]}
@@ -88,7 +89,7 @@ def _write_model(model: nn.Module, path: str | os.PathLike, max_shard_size: int 
     def write_shard(names, tmp: Path) -> None:
         save_safetensors({name: tensors[name] for name in names}, tmp, metadata)
 
-    return write_checkpoint(path, sizes, write_shard, metadata, max_shard_size, overwrite=overwrite)
+    return write_checkpoint(path, sizes, write_shard, metadata, max_shard_size, overwrite=overwrite, beside=beside)
 
 
 def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -271,23 +272,22 @@ def import_checkpoint(
     source = TensorSource.from_tensors(tensor_items(imported.tensors))
     model = build_for(source, str(src), imported.architecture, imported.form, imported.config)
     fit_tensors(model, source, str(src))
-    state = None if imported.training is None else _training_of(model, imported.training, str(src))
-    path = _write_model(model, dst, None, overwrite)
-    if state is not None:
-        write_training_state(state_path, state, overwrite)
-    elif training_state is None:
-        state_path.unlink(missing_ok=True)  # it described the model just replaced
-    return path
+    if imported.training is None:
+        path = _write_model(model, dst, None, overwrite)
+        state_path.unlink(missing_ok=True)  # (the default path) it described the model just replaced
+        return path
+    tensors, metadata = _training_file(model, imported.training, str(src))
+    return _write_model(model, dst, None, overwrite,
+                        beside={state_path: lambda tmp: save_safetensors(tensors, tmp, metadata)})
 
 
-def _training_of(model: nn.Module, state: TrainingState, origin: str) -> TrainingState:
-    """The imported training state under `model`'s parameter names, checked against them."""
+def _training_file(model: nn.Module, state: TrainingState, origin: str) -> tuple[dict, dict[str, str]]:
+    """The imported training state under `model`'s parameter names, checked against them, as a file's contents."""
     state = state.for_model(model)
     unknown = sorted(set(state.parameter_names) - {name for name, _ in model.named_parameters()})
     if unknown:
         raise CheckpointError(f"{origin}: its optimizer state names parameters the model lacks: {unknown[:3]}")
-    training_state_file(state)  # refuses what cannot be stored, before anything is written
-    return state
+    return training_state_file(state)
 
 
 def export_checkpoint(format_name: str, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,

@@ -19,7 +19,7 @@ from ..errors import CheckpointError
 from ._io import SAFETENSORS_SUFFIX, open_safetensors, require_file
 from ._state import TensorSource, name_listing
 from ._stream import StoredTensor, read_header, read_stored
-from ._write import atomic_write, atomic_write_all
+from ._write import atomic_write_all
 
 __all__ = [
     "INDEX_SUFFIX",
@@ -176,6 +176,7 @@ def write_checkpoint(
     groups: Sequence[Sequence[str]] | None = None,
     check_output: Callable[[Path], None] | None = None,
     overwrite: bool = True,
+    beside: Mapping[Path, Callable[[Path], None]] | None = None,
 ) -> Path:
     """Writes tensors (`sizes`: name -> bytes, in file order) as one file or as shards + index; returns what to load.
 
@@ -186,6 +187,8 @@ def write_checkpoint(
     written before any is put in place; `check_output` vets each final path first. Without
     `overwrite`, an output that appears meanwhile is not replaced (CheckpointError). An index
     written over an older one removes the older one's shards that the new one does not use.
+    `beside` maps more files to their writers (a training state): written with the
+    checkpoint, all or none.
     """
     path = Path(path)
     names = list(sizes)
@@ -196,7 +199,7 @@ def write_checkpoint(
     if len(groups) == 1 and not is_index(path):
         if check_output is not None:
             check_output(path)
-        return atomic_write(path, lambda tmp: write_shard(names, tmp), overwrite)
+        return atomic_write_all({path: lambda tmp: write_shard(names, tmp), **(beside or {})}, overwrite)[0]
     index_path = _index_path(path)
     shard_paths = _shard_paths(index_path, len(groups))
     for output in (*shard_paths, index_path):
@@ -209,6 +212,7 @@ def write_checkpoint(
     writes: dict[Path, Callable[[Path], None]] = {
         shard: (lambda tmp, group=group: write_shard(group, tmp)) for shard, group in zip(shard_paths, groups)
     }
+    writes.update(beside or {})
     writes[index_path] = lambda tmp: tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     previous = _shards_of(index_path)
     atomic_write_all(writes, overwrite)

@@ -22,7 +22,7 @@ from ._io import open_safetensors, save_safetensors
 from ._write import atomic_write
 
 __all__ = ["load_training_state", "read_training_state", "save_training_state", "training_state_beside",
-           "training_state_file", "write_training_state"]
+           "training_state_file"]
 
 _KEY = "revzoo.training."
 _FIELDS = ("param_groups", "entries", "scheduler", "epoch")
@@ -62,21 +62,16 @@ def training_state_file(state: TrainingState) -> tuple[dict[str, torch.Tensor], 
     return tensors, metadata
 
 
-def write_training_state(path: str | os.PathLike, state: TrainingState, overwrite: bool = True) -> Path:
-    """Writes `state` to a safetensors file, atomically; returns its path."""
-    tensors, metadata = training_state_file(state)
-    return atomic_write(path, lambda tmp: save_safetensors(tensors, tmp, metadata), overwrite)
-
-
 def save_training_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
                         scheduler: Any = None, epoch: int = 0) -> Path:
-    """Writes the optimizer's (and scheduler's) state and the epoch, keyed by `model`'s parameter names.
+    """Writes the optimizer's (and scheduler's) state and the epoch, keyed by `model`'s parameter names, atomically.
 
     Example:
         >>> revzoo.save(model, "dalle.safetensors")
         >>> revzoo.save_training_state("dalle.training.safetensors", model, optimizer, scheduler, epoch=3)
     """
-    return write_training_state(path, TrainingState.of(model, optimizer, scheduler, epoch))
+    tensors, metadata = training_state_file(TrainingState.of(model, optimizer, scheduler, epoch))
+    return atomic_write(path, lambda tmp: save_safetensors(tensors, tmp, metadata))
 
 
 def read_training_state(path: str | os.PathLike) -> TrainingState:
