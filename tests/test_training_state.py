@@ -154,6 +154,8 @@ def test_bad_training_state_files_are_refused_naming_them(tmp_path: Path, traine
         truncated: "not a readable safetensors file",
         foreign: "not a revzoo training-state file",
         _rewritten(good, tmp_path / "json.safetensors", param_groups="[{"): "corrupt training-state metadata",
+        _rewritten(good, tmp_path / "deep.safetensors", param_groups="[" * 100_000 + "]" * 100_000):
+            "corrupt training-state metadata",
         _rewritten(good, tmp_path / "epoch.safetensors", epoch="-1"): "epoch must be a non-negative integer",
         _rewritten(good, tmp_path / "groups.safetensors", param_groups=json.dumps({"params": 1})):
             "laid out as optimizer.state_dict",

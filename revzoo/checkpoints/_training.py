@@ -84,7 +84,7 @@ def read_training_state(path: str | os.PathLike) -> TrainingState:
     try:
         groups, entries, scheduler = (json.loads(metadata[_KEY + field]) for field in _FIELDS[:3])
         epoch = int(metadata[_KEY + "epoch"])
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise CheckpointError(f"{path}: corrupt training-state metadata ({err})") from err
     if not isinstance(entries, dict) or not all(isinstance(value, dict) for value in entries.values()):
         raise CheckpointError(f"{path}: corrupt training-state metadata: entries must map names to objects")

@@ -68,16 +68,15 @@ class TrainingState:
         return cls.from_indexed(_optimizer_names(model, optimizer), optimizer.state_dict(),
                                 None if scheduler is None else scheduler.state_dict(), epoch)
 
-    def renamed(self, names: Mapping[str, str]) -> TrainingState:
-        """The same state with parameters renamed through `names` (names it lacks are kept)."""
+    def for_model(self, model: nn.Module) -> TrainingState:
+        """The same state under the names `model.named_parameters()` gives (a tied parameter has one; names the
+        model lacks are kept)."""
+        first = {id(param): name for name, param in model.named_parameters()}
+        names = {name: first[id(param)] for name, param in model.named_parameters(remove_duplicate=False)}
         state = {names.get(name, name): entries for name, entries in self.optimizer["state"].items()}
         groups = [{**group, "params": [names.get(name, name) for name in group["params"]]}
                   for group in self.optimizer["param_groups"]]
         return TrainingState({"state": state, "param_groups": groups}, self.scheduler, self.epoch)
-
-    def for_model(self, model: nn.Module) -> TrainingState:
-        """The same state under the names `model.named_parameters()` gives (a tied parameter has one)."""
-        return self.renamed(canonical_names(model))
 
     def indexed(self, names: Sequence[str]) -> dict[str, Any]:
         """The optimizer state dict of an optimizer over the parameters `names`, in that order (groups as saved)."""
@@ -95,14 +94,15 @@ class TrainingState:
         """
         names = _optimizer_names(model, optimizer)
         saved = self.for_model(model).optimizer
-        if len(saved["param_groups"]) != len(optimizer.param_groups):
-            raise CheckpointError(f"the saved optimizer has {len(saved['param_groups'])} param group(s); "
+        groups_saved = saved["param_groups"]
+        if len(groups_saved) != len(optimizer.param_groups):
+            raise CheckpointError(f"the saved optimizer has {len(groups_saved)} param group(s); "
                                   f"this one has {len(optimizer.param_groups)}")
         # load_state_dict pairs the saved ids of each group with that group's parameters in order
         groups, offset = [], 0
-        for number, (group, saved_group) in enumerate(zip(optimizer.param_groups, saved["param_groups"])):
+        for number, (group, saved_group) in enumerate(zip(optimizer.param_groups, groups_saved)):
             own = names[offset:offset + len(group["params"])]
-            _check_same(own, saved_group["params"], f" in param group {number}" if number else "")
+            _check_same(own, saved_group["params"], f" in param group {number}" if len(groups_saved) > 1 else "")
             groups.append({**saved_group, "params": list(range(offset, offset + len(own)))})
             offset += len(own)
         index = {name: i for i, name in enumerate(names)}
@@ -122,12 +122,6 @@ def _check_state_dict(optimizer_state: Any) -> None:
                 isinstance(group, Mapping) and isinstance(group.get("params"), (list, tuple)) for group in groups):
         raise CheckpointError("training state: the optimizer's state must be laid out as optimizer.state_dict() "
                               "is: 'state' (a mapping per parameter) and 'param_groups' (each with its 'params')")
-
-
-def canonical_names(model: nn.Module) -> dict[str, str]:
-    """Maps every name of each of `model`'s parameters to the one `model.named_parameters()` gives."""
-    first = {id(param): name for name, param in model.named_parameters()}
-    return {name: first[id(param)] for name, param in model.named_parameters(remove_duplicate=False)}
 
 
 def _check_same(names: Sequence[str], saved: Sequence[str], where: str) -> None:
