@@ -42,9 +42,12 @@ def results(tmp_path_factory) -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.parametrize("mode", ["plain", "no_sync", "static_graph", "exact-plain"])
+@pytest.mark.parametrize("mode", ["plain", "no_sync", "static_graph", "exact-plain", "preserved-plain"])
 def test_ddp_gradients_equal_single_process(mode: str, results) -> None:
-    """Dropout, tied embeddings and a routed tensor that requires grad; no find_unused_parameters."""
+    """Dropout, tied embeddings and a routed tensor that requires grad; no find_unused_parameters.
+
+    preserved: reversibilize's stack, whose last adapter the loss does not use: DDP still needs no
+    find_unused_parameters, and that adapter gets no gradient (or a zero one)."""
     for rank, result in enumerate(results[mode]):
         worst, nonzero = result.split()
         assert nonzero == "True", f"rank {rank}: a zero reference gradient would prove nothing"
