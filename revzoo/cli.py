@@ -103,6 +103,9 @@ def _cmd_convert(args: argparse.Namespace) -> None:
                                dtype=args.dtype)
     unchanged = f"the tensors are cast to {args.dtype}" if args.dtype else "the tensors are unchanged"
     print(f"wrote {path} (form {args.to}); {unchanged}, but the two forms compute different functions")
+    state = checkpoints.training_state_beside(path)
+    if state.is_file() and state.resolve() != checkpoints.training_state_beside(args.src).resolve():
+        print(f"wrote {state} (the training state beside {args.src}, same parameter names)")
     if args.probe:
         print(f"probe: max |reversible - sequential| output difference = {checkpoints.probe_forms(path):.3e}")
 

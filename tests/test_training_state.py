@@ -221,3 +221,33 @@ def test_import_writes_the_model_and_its_training_state_together_or_neither(tmp_
     with pytest.raises(revzoo.CheckpointError, match=r"m.training.safetensors: cannot write it: .*No space left"):
         revzoo.import_checkpoint("dalle-pytorch", FIXTURES / "resume.pt", tmp_path / "m.safetensors")
     assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_convert_carries_the_training_state_and_preserving_conversion_says_it_cannot(tmp_path: Path, trained,
+                                                                                     capsys) -> None:
+    model, optimizer, path = trained
+    sequential = revzoo.convert(path, tmp_path / "seq.safetensors", "sequential")
+    state = tmp_path / "seq.training.safetensors"
+    assert state.read_bytes() == (tmp_path / "m.training.safetensors").read_bytes()
+    resumed = revzoo.load(sequential)
+    fresh = torch.optim.Adam([p for p in resumed.parameters() if p.requires_grad])
+    assert revzoo.load_training_state(state, resumed, fresh) == 1  # the names are the same in both forms
+    (tmp_path / "m.training.safetensors").unlink()
+    revzoo.convert(path, sequential, "sequential", overwrite=True)
+    assert not state.exists()  # it belonged to the file replaced
+    revzoo.save_training_state(tmp_path / "seq.training.safetensors", resumed, fresh)
+    assert main(["convert", str(sequential), str(tmp_path / "pre.safetensors"), "--to", "reversible", "--preserve"]) == 0
+    assert capsys.readouterr().err == (f"revzoo: warning: {state} is not carried to {tmp_path / 'pre.safetensors'}: "
+                                       "the converted model has new parameters (its adapters); start a new optimizer\n")
+    assert not (tmp_path / "pre.training.safetensors").exists()
+    (tmp_path / "other.training.safetensors").write_bytes(b"a leftover")
+    with pytest.raises(revzoo.CheckpointError, match="other.training.safetensors: already exists"):
+        revzoo.convert(sequential, tmp_path / "other.safetensors", "reversible")
+    assert not (tmp_path / "other.safetensors").exists()
+
+
+def test_cli_convert_says_it_carried_the_training_state(tmp_path: Path, trained, capsys) -> None:
+    _, _, path = trained
+    assert main(["convert", str(path), str(tmp_path / "seq.safetensors"), "--to", "sequential"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"wrote {tmp_path / 'seq.training.safetensors'} (the training state beside {path}, same parameter names)")

@@ -24,7 +24,13 @@ from ._provenance import file_architecture, migrate, provenance_metadata
 from ._shards import is_index, open_tensors, stored_tensors, write_checkpoint
 from ._state import TensorSource, chosen_dtype, fit_tensors, tied_groups
 from ._stream import write_stored
-from ._training import read_training_state, training_state_beside, training_state_file
+from ._training import (
+    carried_training_state,
+    drop_stale_training_state,
+    read_training_state,
+    training_state_beside,
+    training_state_file,
+)
 from ._write import atomic_write
 
 __all__ = ["convert", "export_checkpoint", "import_checkpoint", "load", "probe_forms", "read_metadata", "save"]
@@ -219,11 +225,15 @@ def convert(
     data are streamed a chunk at a time, so memory stays flat whatever the file's size.
     `src` may be a shard index; `dst` is sharded when it ends in `.index.json` (keeping
     `src`'s shards) or when `max_shard_size` splits it (see `save`).
+
+    `src`'s training state (NAME.training.safetensors beside it) is copied beside `dst`:
+    the parameters keep their names in both forms.
     """
     if to not in FORMS:
         raise CheckpointError(f"unknown form {to!r}; expected one of {', '.join(FORMS)}")
     src = require_file(src)
     check_output(src, dst, overwrite)
+    beside = carried_training_state(src, dst, overwrite)
     with open_tensors(src) as (raw, source):
         meta = _parse_metadata(raw, src)
         spec = file_architecture(meta, src)
@@ -234,8 +244,16 @@ def convert(
         if not rewrite:
             build_for(source, str(src), spec.name, to, meta["config"], meta["aliases"], meta["coupling"], real=False)
     if rewrite:
-        return _write_model(load(src, form=to, dtype=dtype or "auto"), dst, max_shard_size, overwrite)
-    metadata = {"format": "pt", **raw, _KEY + "form": to}
+        path = _write_model(load(src, form=to, dtype=dtype or "auto"), dst, max_shard_size, overwrite, beside)
+    else:
+        path = _copy_as(src, dst, {"format": "pt", **raw, _KEY + "form": to}, max_shard_size, overwrite, beside)
+    drop_stale_training_state(src, dst)
+    return path
+
+
+def _copy_as(src: Path, dst: str | os.PathLike, metadata: Mapping[str, str], max_shard_size: int | str | None,
+             overwrite: bool, beside: Mapping[Path, Callable[[Path], None]]) -> Path:
+    """Streams `src`'s tensors unchanged into `dst` under `metadata` (its shards kept unless resized)."""
     tensors = {tensor.name: tensor for tensor in stored_tensors(src)}
     shards: dict[Path, list[str]] = {}
     for tensor in tensors.values():
@@ -245,7 +263,7 @@ def convert(
         return write_checkpoint(
             dst, sizes, lambda names, tmp: write_stored([tensors[n] for n in names], tmp, metadata, bar.update),
             metadata, max_shard_size, groups=list(shards.values()),
-            check_output=lambda path: check_output(src, path, overwrite), overwrite=overwrite,
+            check_output=lambda path: check_output(src, path, overwrite), overwrite=overwrite, beside=beside,
         )
 
 
@@ -274,7 +292,7 @@ def import_checkpoint(
     fit_tensors(model, source, str(src))
     if imported.training is None:
         path = _write_model(model, dst, None, overwrite)
-        state_path.unlink(missing_ok=True)  # (the default path) it described the model just replaced
+        state_path.unlink(missing_ok=True)  # (the default path) it belonged to the model just replaced
         return path
     tensors, metadata = _training_file(model, imported.training, str(src))
     return _write_model(model, dst, None, overwrite,

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, CheckpointWarning
 from ..registry import get_architecture, reversibilize
 from ._checkpoint import load, save
 from ._io import check_output, require_file
+from ._training import training_state_beside
 
 __all__ = ["convert_preserving"]
 
@@ -28,10 +30,12 @@ def convert_preserving(
     """Writes `src`'s model converted by `revzoo.reversibilize`; returns the path and the largest output change.
 
     The change is measured on the architecture's example call, sequential form against the
-    converted model (None when the architecture registers no example).
+    converted model (None when the architecture registers no example). A training state
+    beside `src` is not carried (the adapters are new parameters): a CheckpointWarning says so.
     """
     src = require_file(src)
     check_output(src, dst, overwrite)
+    check_output(training_state_beside(src), training_state_beside(dst), overwrite)
     model = load(src, form="sequential").eval()
     if any(".adapter." in name for name in model.state_dict()):
         raise CheckpointError(f"{src}: already converted (it has adapters); convert the original sequential file")
@@ -49,4 +53,11 @@ def convert_preserving(
     reversibilize(model, scale=scale, adapter_dim=adapter_dim, exact=exact)
     after = output()
     change = None if before is None else (after - before).abs().max().item()
-    return save(model, dst, max_shard_size=max_shard_size), change
+    path = save(model, dst, max_shard_size=max_shard_size)
+    source, target = training_state_beside(src), training_state_beside(dst)
+    if target.resolve() != source.resolve():
+        target.unlink(missing_ok=True)  # it belonged to the model replaced
+    if source.is_file():
+        warnings.warn(f"{source} is not carried to {path}: the converted model has new parameters (its adapters); "
+                      "start a new optimizer", CheckpointWarning, stacklevel=2)
+    return path, change

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,11 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..registry import TrainingState
-from ._io import open_safetensors, save_safetensors
+from ._io import check_output, open_safetensors, save_safetensors
 from ._write import atomic_write
 
-__all__ = ["load_training_state", "read_training_state", "save_training_state", "training_state_beside",
-           "training_state_file"]
+__all__ = ["carried_training_state", "drop_stale_training_state", "load_training_state", "read_training_state",
+           "save_training_state", "training_state_beside", "training_state_file"]
 
 _KEY = "revzoo.training."
 _FIELDS = ("param_groups", "entries", "scheduler", "epoch")
@@ -35,6 +37,23 @@ def training_state_beside(model_path: str | os.PathLike) -> Path:
         return path / "training.safetensors"
     name = path.name.removesuffix(".index.json").removesuffix(".safetensors")
     return path.with_name(f"{name}.training.safetensors")
+
+
+def carried_training_state(src: Path, dst: str | os.PathLike, overwrite: bool) -> dict[Path, Callable[[Path], None]]:
+    """The copy of the training state beside `src` to write beside `dst`, as a writer for `write_checkpoint`'s
+    `beside` (none when `src` has none or both are one file); that path is vetted as an output first."""
+    source, target = training_state_beside(src), training_state_beside(dst)
+    check_output(source, target, overwrite)
+    if not source.is_file() or source.resolve() == target.resolve():
+        return {}
+    return {target: lambda tmp: shutil.copyfile(source, tmp)}
+
+
+def drop_stale_training_state(src: Path, dst: str | os.PathLike) -> None:
+    """Removes the training state beside `dst` when `src`, which `dst` was just written from, has none: it belonged
+    to the model replaced, and must not be paired with this one."""
+    if not training_state_beside(src).is_file():
+        training_state_beside(dst).unlink(missing_ok=True)
 
 
 def _json(value: Any, what: str) -> str:
