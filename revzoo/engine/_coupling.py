@@ -71,6 +71,8 @@ class CouplingRun:
     streams: tuple[torch.Tensor, torch.Tensor] | None = None  # outputs of the block whose backward runs next
     backward_started: bool = False
     plans: list[BlockPlan] = field(default_factory=list)  # per block, from `_probe`; empty when not planned
+    taps: frozenset[int] = frozenset()  # blocks whose outputs leave the chain (intermediates): kept for backward
+    tapped: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # their output streams
 
     def slot_values(self) -> list[torch.Tensor]:
         """Returns every tensor in the call's context and kwargs, also inside lists and dicts, in a fixed order."""
@@ -160,7 +162,10 @@ class _BlockFunction(torch.autograd.Function):
         run.sides.append((arith.side_bits(0, x1), arith.side_bits(1, x2)))
         ctx.run, ctx.index, ctx.num_slots = run, index, num_slots
         ctx.is_last = index == len(run.blocks) - 1
-        ctx.save_for_backward(*tensors[:num_slots], *((y1, y2) if ctx.is_last else ()))
+        # The last block's outputs start the inversion; a tapped block's outputs also leave the chain, so
+        # its backward may be the first to run: both keep them (two streams, not the blocks' activations).
+        ctx.keeps_outputs = ctx.is_last or index in run.taps
+        ctx.save_for_backward(*tensors[:num_slots], *((y1, y2) if ctx.keeps_outputs else ()))
         # An output nothing uses (the last g under output="f") gets None, not zeros, so its branch's
         # parameters keep .grad None, as under autograd (optimizers skip them instead of decaying them).
         ctx.set_materialize_grads(False)
@@ -178,6 +183,7 @@ class _BlockFunction(torch.autograd.Function):
                     "run the forward again (retain_graph cannot help: no activations were stored)"
                 )
             run.backward_started = True
+        if ctx.keeps_outputs:
             run.streams = (saved[-2].detach(), saved[-1].detach())
         index = ctx.index
         needs = ctx.needs_input_grad[5:]
@@ -260,4 +266,6 @@ def run_invert(run: CouplingRun, x1: torch.Tensor, x2: torch.Tensor) -> tuple[to
         y1, y2 = _BlockFunction.apply(run, index, len(slot_values), y1, y2, *slot_values, *params)
         if run.swap:
             y1, y2 = y2, y1
+        if index in run.taps:
+            run.tapped[index] = (y1, y2)
     return y1, y2

@@ -185,17 +185,22 @@ class ReversibleSequence(nn.Module):
 
         The output after block `i` is what a stack of the first `i + 1` blocks returns: the
         stream in the sequential form, the coupling's output of the two streams in the
-        reversible form. Outputs taken from the middle of the chain leave it, so inversion
-        cannot serve their gradients without storing them: with gradients on, the reversible
-        form runs here through plain autograd (the same function and gradients as "invert",
-        the activations stored). For timm-style feature extraction (`forward_intermediates`).
+        reversible form. Under "invert" only the two streams after each taken block are kept
+        for backward (they leave the chain there), not the blocks' activations: memory stays
+        flat in depth. For timm-style feature extraction (`forward_intermediates`).
         """
         self.routes.check(kwargs)
         take = sorted({index if index >= 0 else len(self.blocks) + index for index in indices})
         if not take or take[0] < 0 or take[-1] >= len(self.blocks):
             raise IndexError(f"block indices {list(indices)} out of range for a stack of {len(self.blocks)} blocks")
         stream, context = self._split(data)
-        outputs = self._loop(self._coupling_run(take[-1] + 1, kwargs, context, None), stream, set(take))[1]
+        run = self._coupling_run(take[-1] + 1, kwargs, context, None)
+        if self.form == "reversible" and self.execution == "invert" and torch.is_grad_enabled():
+            run.taps = frozenset(take)
+            invert_outside_graph(self.invert_plans, self.blocks[: take[-1] + 1], run, *self._start(run, stream))
+            outputs = [self._readout(run, *run.tapped[index]) for index in take]
+        else:
+            outputs = self._loop(run, stream, set(take))[1]
         return outputs if self.layout is None else [self.layout.join(data, output) for output in outputs]
 
     def _split(self, data: Any) -> tuple[torch.Tensor, dict]:
