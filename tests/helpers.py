@@ -35,6 +35,21 @@ def grads_of(run, tensors: list[torch.Tensor], seed: int = 0) -> list[torch.Tens
     return list(torch.autograd.grad((out * weight).sum(), tensors, allow_unused=True))
 
 
+def saved_bytes(forward) -> int:
+    """Bytes that autograd keeps alive between `forward()` and the backward of its output's sum."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    out.sum().backward()
+    return total
+
+
 def assert_same_grads(reference, candidate, names, atol: float = 1e-10) -> None:
     """Compares tensor by tensor; a gradient that is missing or all zero fails, so the test can fail."""
     assert len(reference) == len(candidate) == len(names)

@@ -39,14 +39,20 @@ def _trainer(model):
     return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
 
 
-def test_resuming_takes_the_same_steps(tmp_path: Path) -> None:
+def _trained_and_saved(tmp_path: Path, steps: int, epoch: int):
+    """A small dalle-rev after `steps` steps of `_trainer`, saved with its training state beside it."""
     torch.manual_seed(0)
     model = revzoo.create("dalle-rev", **SMALL)
     optimizer, scheduler = _trainer(model)
-    for seed in range(3):
+    for seed in range(steps):
         _step(model, optimizer, scheduler, seed)
     weights = revzoo.save(model, tmp_path / "m.safetensors")
-    state = save_training_state(tmp_path / "m.training.safetensors", model, optimizer, scheduler, epoch=4)
+    state = save_training_state(tmp_path / "m.training.safetensors", model, optimizer, scheduler, epoch=epoch)
+    return model, optimizer, scheduler, weights, state
+
+
+def test_resuming_takes_the_same_steps(tmp_path: Path) -> None:
+    model, optimizer, scheduler, weights, state = _trained_and_saved(tmp_path, steps=3, epoch=4)
     with safe_open(str(state), framework="pt") as file:  # tensors by parameter name, the rest JSON
         assert any(key.endswith("/exp_avg_sq") for key in file.keys())
     for seed in range(3, 5):
@@ -145,13 +151,7 @@ def test_exported_opt_state_resumes_an_optimizer_over_upstreams_parameter_order(
     order (as train_dalle.py builds it) takes the same step as the revzoo optimizer that was saved."""
     from revzoo_dalle.checkpoint import upstream_parameter_names
 
-    torch.manual_seed(0)
-    model = revzoo.create("dalle-rev", **SMALL)
-    optimizer, scheduler = _trainer(model)
-    for seed in range(2):
-        _step(model, optimizer, scheduler, seed)
-    saved = revzoo.save(model, tmp_path / "m.safetensors")
-    save_training_state(tmp_path / "m.training.safetensors", model, optimizer, scheduler, epoch=2)
+    model, optimizer, scheduler, saved, _ = _trained_and_saved(tmp_path, steps=2, epoch=2)
     exported = torch.load(revzoo.export_checkpoint("dalle-pytorch", saved, tmp_path / "m.pt"), weights_only=True)
 
     resumed = revzoo.load(saved)

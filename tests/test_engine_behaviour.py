@@ -7,32 +7,16 @@ import torch
 from torch import nn
 
 import revzoo
-from helpers import Branch, pairs
+from helpers import Branch, pairs, saved_bytes
 
 DIM = 8
-
-
-def _saved_bytes(stack: revzoo.ReversibleSequence, x: torch.Tensor) -> int:
-    """Bytes that autograd keeps alive between this forward and its backward."""
-    total = 0
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += tensor.numel() * tensor.element_size()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = stack(x)
-    out.sum().backward()
-    return total
 
 
 @pytest.mark.parametrize("execution,grows", [("invert", False), ("autograd", True)])
 def test_memory_kept_for_backward_does_not_grow_with_depth(execution: str, grows: bool) -> None:
     x = torch.randn(16, 64, DIM, requires_grad=True)
-    shallow, deep = (
-        _saved_bytes(revzoo.ReversibleSequence(pairs(depth, DIM), execution=execution), x) for depth in (2, 16)
-    )
+    stacks = [revzoo.ReversibleSequence(pairs(depth, DIM), execution=execution) for depth in (2, 16)]
+    shallow, deep = (saved_bytes(lambda stack=stack: stack(x)) for stack in stacks)
     if grows:
         assert deep > 6 * shallow  # the same measurement does see growth when activations are stored
     else:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import revzoo
-from helpers import assert_same_grads, grads_of, pairs
+from helpers import assert_same_grads, grads_of, pairs, saved_bytes
 from revzoo.engine._arith import FRACTION_BITS, RANGE_BITS, pack_low_bits, unpack_low_bits
 
 DIM = 6
@@ -191,10 +191,9 @@ def test_leaving_the_grid_range_is_an_error_naming_block_and_branch(execution: s
 
 
 def test_exact_scale_one_keeps_backward_memory_flat_in_depth() -> None:
-    from test_engine_behaviour import _saved_bytes
-
     x = torch.randn(16, 64, 8, requires_grad=True)
-    shallow, deep = (_saved_bytes(revzoo.ReversibleSequence(pairs(depth, 8), exact=True), x) for depth in (2, 16))
+    stacks = [revzoo.ReversibleSequence(pairs(depth, 8), exact=True) for depth in (2, 16)]
+    shallow, deep = (saved_bytes(lambda stack=stack: stack(x)) for stack in stacks)
     assert deep == shallow
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import revzoo
-from helpers import grads_of, pairs
+from helpers import grads_of, pairs, saved_bytes
 
 STACKS = {
     "sequential": dict(form="sequential"),
@@ -91,17 +91,7 @@ def test_invert_keeps_two_streams_per_output_taken_not_the_blocks_activations() 
         """Bytes autograd keeps between the forward taking three outputs and the backward through them."""
         stack = revzoo.ReversibleSequence(pairs(depth, 8), execution=execution)
         x = torch.randn(16, 64, 8, requires_grad=True)
-        total = 0
-
-        def pack(tensor: torch.Tensor) -> torch.Tensor:
-            nonlocal total
-            total += tensor.numel() * tensor.element_size()
-            return tensor
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            taken = stack.intermediates(x, [0, depth // 2, depth - 1])
-        sum(t.sum() for t in taken).backward()
-        return total
+        return saved_bytes(lambda: sum(t.sum() for t in stack.intermediates(x, [0, depth // 2, depth - 1])))
 
     assert saved(16, "invert") == saved(4, "invert")
     assert saved(16, "autograd") > 3 * saved(4, "autograd")
