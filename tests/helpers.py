@@ -94,3 +94,17 @@ def plugin_of(*specs: revzoo.ArchSpec):
     return Plugin()
 
 
+
+
+def assert_close_across_machines(got: torch.Tensor, want: torch.Tensor, ulps: int = 64, msg: str = "") -> None:
+    """Compares a value computed here with one recorded on another CPU.
+
+    Another CPU may sum in another order (AVX-512 against AVX2, FMA or not), which moves each
+    output by a few rounding steps of the values it was summed from; `ulps` of the dtype's
+    epsilon, scaled by the largest recorded magnitude, bounds that and nothing more. Within one
+    machine compare bit for bit instead.
+    """
+    assert (got.dtype, got.shape) == (want.dtype, want.shape), f"{msg}{got.dtype} {got.shape} != {want.dtype} {want.shape}"
+    scale = max(want.abs().max().item(), 1.0) if want.is_floating_point() and want.numel() else 1.0
+    atol = ulps * torch.finfo(want.dtype).eps * scale if want.is_floating_point() else 0.0
+    torch.testing.assert_close(got, want, rtol=0, atol=atol, msg=lambda m: f"{msg}{m}")

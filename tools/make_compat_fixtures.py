@@ -10,6 +10,7 @@ change), run this with that release importable and commit the new folder beside 
 
 from __future__ import annotations
 
+import platform
 import sys
 from pathlib import Path
 
@@ -34,6 +35,14 @@ def outputs(model: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
     return {"output": (out[0] if isinstance(out, tuple) else out).contiguous()}
 
 
+def made_on() -> str:
+    """The torch and CPU that recorded the outputs: another CPU may differ from them by a few rounding steps."""
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+    return f"torch {torch.__version__}, {cpu or platform.machine()}"
+
+
 def main(out_dir: str) -> None:
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,7 +50,7 @@ def main(out_dir: str) -> None:
         torch.manual_seed(0)
         model = revzoo.create(name, **overrides)
         revzoo.save(model, folder / f"{name}.safetensors")
-        save_file(outputs(model, name), str(folder / f"{name}.outputs.safetensors"))
+        save_file(outputs(model, name), str(folder / f"{name}.outputs.safetensors"), metadata={"made_on": made_on()})
         print(f"wrote {name}: {(folder / f'{name}.safetensors').stat().st_size} bytes")
 
 
