@@ -150,8 +150,30 @@ def test_model_tokenizes_captions_and_generates_from_them(dalle_plugin) -> None:
 def test_a_vocabulary_larger_than_the_model_is_refused(dalle_plugin) -> None:
     pytest.importorskip("open_clip")
     model = revzoo.create("dalle-rev", num_text_tokens=1000, **SMALL)
-    with pytest.raises(TokenizerError, match="49408 ids but this model only num_text_tokens=1000"):
+    with pytest.raises(TokenizerError, match="49408 ids but this model only num_text_tokens=1000; attach the vocabulary "
+                       "file it was trained with .*--bpe-path PATH.*--option bpe_path=PATH"):
         model.tokenize("a red square")
+
+
+def test_the_defaults_prompt_and_train_from_any_caption(dalle_plugin) -> None:
+    pytest.importorskip("open_clip")
+    torch.manual_seed(0)
+    model = revzoo.create("dalle-rev")
+    text = model.tokenize(["a xylophone on a zeppelin"])
+    assert text.max() > 10000  # an id past the old default vocabulary, which made this call an IndexError
+    model(text, torch.rand(1, 3, 128, 128), return_loss=True).backward()
+    assert model.generate_images("a red square").shape == (1, 3, 128, 128)
+
+
+def test_out_of_range_ids_and_mismatched_batches_are_clear_errors(dalle_plugin) -> None:
+    model = revzoo.create("dalle-rev", num_text_tokens=20, **SMALL)
+    image = torch.zeros(1, 16, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"text ids must be in \[0, 20\) .*model.tokenize.*got ids from 0 to 25"):
+        model(torch.tensor([[25, 0, 0, 0, 0, 0]]), image)
+    with pytest.raises(ValueError, match=r"image ids must be in \[0, 8\)"):
+        model(torch.ones(1, 6, dtype=torch.long), image + 8)
+    with pytest.raises(ValueError, match="text and image batches differ: 2 captions, 1 images"):
+        model(torch.ones(2, 6, dtype=torch.long), image)
 
 
 def test_the_recorded_tokenizer_is_saved_and_checked(dalle_plugin, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "depth": 4,
     "heads": 8,
     "dim_head": 64,
-    "num_text_tokens": 10000,
+    "num_text_tokens": 49408,  # the default tokenizer's (CLIP's) vocabulary, so any caption can be prompted
     "text_seq_len": 64,
     "attn_types": ["full"],
     "conv_kernel_size": 5,

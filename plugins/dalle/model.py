@@ -44,6 +44,16 @@ class AxialPositionalEmbedding(nn.Module):
         return grid.flatten(0, 1)[:length]
 
 
+def _check_ids(ids: torch.Tensor, limit: int, message: str) -> None:
+    """Refuses ids an embedding would reject with a bare IndexError (or, on CUDA, a device-side assert)."""
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise ValueError(f"token ids must be an integer tensor, got {ids.dtype}")
+    if ids.numel() and not torch.compiler.is_compiling():
+        low, high = ids.min().item(), ids.max().item()
+        if low < 0 or high >= limit:
+            raise ValueError(f"{message}; got ids from {low} to {high}")
+
+
 class Dalle(revzoo.ZooModel):
     """Text-to-image transformer: `<bos>`, text tokens, then image tokens, with one shared logit space.
 
@@ -162,10 +172,12 @@ class Dalle(revzoo.ZooModel):
         tokenizer = self.tokenizer
         vocabulary = self.num_text_tokens - self.text_seq_len
         if tokenizer.vocab_size > vocabulary:
-            raise TokenizerError(
-                f"the {tokenizer.kind} tokenizer has {tokenizer.vocab_size} ids but this model only "
-                f"num_text_tokens={vocabulary}; build it with num_text_tokens={tokenizer.vocab_size} to prompt it"
-            )
+            fix = (f"build it with num_text_tokens={tokenizer.vocab_size}" if tokenizer.kind != "clip" else
+                   "attach the vocabulary file it was trained with (model.use_tokenizer(PATH); revzoo generate "
+                   f"--bpe-path PATH; revzoo import ... --option bpe_path=PATH), or build it with "
+                   f"num_text_tokens={tokenizer.vocab_size}")
+            raise TokenizerError(f"the {tokenizer.kind} tokenizer has {tokenizer.vocab_size} ids but this model only "
+                                 f"num_text_tokens={vocabulary}; {fix}")
         return tokenizer.tokenize(texts, self.text_seq_len, truncate_text).to(self.logits_mask.device)
 
     def embed_text(self, text: torch.Tensor) -> torch.Tensor:
@@ -181,6 +193,8 @@ class Dalle(revzoo.ZooModel):
     def image_tokens(self, image: torch.Tensor) -> torch.Tensor:
         """Returns image token ids: `image` itself when it holds ids (batch, n), else the VAE's codes."""
         if image.dim() == 2:
+            _check_ids(image, self.num_image_tokens, f"image ids must be in [0, {self.num_image_tokens}) "
+                       f"(num_image_tokens={self.num_image_tokens}, the VAE's codebook size)")
             return image
         if self.vae is None or not hasattr(self.vae, "get_codebook_indices"):
             raise ValueError(f"this model has no VAE encoder: pass image token ids (batch, n), not a {image.dim()}-d image")
@@ -189,6 +203,10 @@ class Dalle(revzoo.ZooModel):
     def _text_with_bos(self, text: torch.Tensor, null_cond: torch.Tensor | None) -> torch.Tensor:
         if text.dim() != 2 or text.shape[-1] != self.text_seq_len:
             raise ValueError(f"text must have shape (batch, {self.text_seq_len}), got {tuple(text.shape)}")
+        vocabulary = self.num_text_tokens - self.text_seq_len
+        _check_ids(text, vocabulary, f"text ids must be in [0, {vocabulary}) (num_text_tokens={vocabulary}): "
+                   "tokenize captions with model.tokenize, or build the model with num_text_tokens >= the "
+                   "tokenizer's vocab_size")
         if null_cond is not None:
             text = text.masked_fill(null_cond[:, None], 0)
         padding_ids = torch.arange(self.text_seq_len, device=text.device) + (self.num_text_tokens - self.text_seq_len)
@@ -228,6 +246,8 @@ class Dalle(revzoo.ZooModel):
             tokens = tokens + self.text_pos_emb(torch.arange(text.shape[1], device=text.device))
         if image is not None and image.numel() > 0:
             image = self.image_tokens(image)
+            if image.shape[0] != text.shape[0]:
+                raise ValueError(f"text and image batches differ: {text.shape[0]} captions, {image.shape[0]} images")
             if image.shape[1] > self.image_seq_len:
                 raise ValueError(f"at most {self.image_seq_len} image tokens fit, got {image.shape[1]}")
             image_emb = self.embed_image(image)
