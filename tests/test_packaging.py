@@ -91,6 +91,38 @@ def test_sdist_ships_the_whole_test_tree_and_its_tests_collect(built, tmp_path) 
     assert collected.returncode == 0 and "collected" in summary and "error" not in summary, collected.stdout[-3000:]
 
 
+IMPORT_EVERY_MODULE = """
+import importlib, pkgutil, sys
+names = []
+for top in sys.argv[1:]:
+    package = importlib.import_module(top)
+    names += [top] + [info.name for info in pkgutil.walk_packages(package.__path__, top + ".")
+                      if not info.name.endswith(".__main__")]
+for name in names:
+    importlib.import_module(name)
+print(" ".join(sorted(names)))
+"""
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_imports_every_module_of_its_source(built, tmp_path) -> None:
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", str(site),
+                    str(built["wheel"])], check=True, timeout=300)
+    tops = ["revzoo", *sorted(PYPROJECT["project"]["entry-points"]["revzoo"].values())]
+    imported = subprocess.run([sys.executable, "-c", IMPORT_EVERY_MODULE, *tops], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1"})
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    assert all(str(site) in line for line in subprocess.run(
+        [sys.executable, "-c", "import revzoo, revzoo.compat.lucidrains as m; print(revzoo.__file__); print(m.__file__)"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(site)},
+    ).stdout.splitlines())
+    source = {str(path.relative_to(ROOT / "revzoo").with_suffix("")).replace(os.sep, ".")
+              for path in (ROOT / "revzoo").rglob("*.py") if path.name != "__main__.py"}
+    wanted = {"revzoo" if name == "__init__" else "revzoo." + name.removesuffix(".__init__") for name in source}
+    assert wanted <= set(imported.stdout.split()), sorted(wanted - set(imported.stdout.split()))
+
+
 @pytest.mark.slow
 def test_an_installed_wheel_finds_its_cards(built, tmp_path) -> None:
     names = zipfile.ZipFile(built["wheel"]).namelist()
