@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,7 @@ class ReversibilityReport:
 
     @property
     def max_reconstruction_error(self) -> float:
-        return max((b.reconstruction_abs for b in self.blocks), default=0.0)
+        return _worst(b.reconstruction_abs for b in self.blocks)
 
     @property
     def bitwise(self) -> bool:
@@ -110,6 +111,12 @@ class _Buffers:
                 owner._buffers[key] = self.objects[name].copy_(self.values[name])
 
 
+def _worst(values: Iterable[float]) -> float:
+    """Returns the largest of `values` (0 when empty), or NaN if any is NaN: Python's `max` drops NaN."""
+    values = list(values)
+    return math.nan if any(math.isnan(v) for v in values) else max(values, default=0.0)
+
+
 def _max_diff(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
     if a is None and b is None:
         return 0.0
@@ -156,9 +163,7 @@ def check_reversible(model_or_stack: nn.Module, *inputs: Any, seed: int = 0, **k
             stack.execution = execution
             stack.traces = None
     mutated = tuple(name for name, value in reference_buffers.items() if not torch.equal(value, buffers.values[name]))
-    buffer_diff = max(
-        (_max_diff(inverted_buffers[name].double(), reference_buffers[name].double()) for name in mutated), default=0.0
-    )
+    buffer_diff = _worst(_max_diff(inverted_buffers[name].double(), reference_buffers[name].double()) for name in mutated)
     diffs = {id(t): _max_diff(a, b) for t, a, b in zip(targets, reference, inverted)}
     blocks = []
     for name, stack in stacks.items():
@@ -170,9 +175,9 @@ def check_reversible(model_or_stack: nn.Module, *inputs: Any, seed: int = 0, **k
                     continue
                 for original, rebuilt in zip(trace["inputs"][index], trace["reconstructed"][index]):
                     error = (original - rebuilt).abs().max().item()
-                    recon_abs = max(recon_abs, error)
-                    recon_rel = max(recon_rel, error / max(original.abs().max().item(), 1e-30))
+                    recon_abs = _worst((recon_abs, error))
+                    recon_rel = _worst((recon_rel, error / max(original.abs().max().item(), 1e-30)))
                     bitwise = bitwise and torch.equal(original, rebuilt)
-            grad_diff = max((diffs[id(p)] for p in block.parameters() if id(p) in diffs), default=0.0)
+            grad_diff = _worst(diffs[id(p)] for p in block.parameters() if id(p) in diffs)
             blocks.append(BlockReport(name, index, recon_abs, recon_rel, grad_diff, bitwise))
-    return ReversibilityReport(blocks, max(diffs.values(), default=0.0), mutated, buffer_diff)
+    return ReversibilityReport(blocks, _worst(diffs.values()), mutated, buffer_diff)
