@@ -19,8 +19,9 @@ from its own hooks, so that branch is differentiated by accumulation instead.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +133,37 @@ def checked_output(stream: torch.Tensor, output: Any, index: int, branch: str) -
     return output
 
 
+class ParameterSlots:
+    """Where a block's branches hold their parameters, and the tensors held there when its forward ran.
+
+    The recompute swaps detached aliases of those tensors into the same places and differentiates
+    with respect to the aliases. So it computes with the forward's weights even when the caller swapped
+    them for that call only (`torch.func.functional_call`), gradient hooks on the parameters run once
+    (when the Function's gradient reaches them, as under autograd; never inside the recompute), and a
+    branch calling a module of its sibling gives that module's parameters its share.
+    """
+
+    def __init__(self, block: tuple[nn.Module, nn.Module]) -> None:
+        owners = {id(m): m for branch in block if not _is_fsdp(branch) for m in branch.modules()}.values()
+        self.slots = [(owner, name, tensor) for owner in owners for name, tensor in owner._parameters.items()
+                      if tensor is not None]
+
+    def aliases(self) -> dict[int, torch.Tensor]:
+        """Returns a fresh leaf per forward tensor (by id), requiring grad as that tensor does."""
+        return {id(t): t.detach().requires_grad_(t.requires_grad) for _, _, t in self.slots}
+
+    @contextlib.contextmanager
+    def swapped_in(self, aliases: dict[int, torch.Tensor]) -> Iterator[None]:
+        now = [owner._parameters[name] for owner, name, _ in self.slots]
+        try:
+            for owner, name, tensor in self.slots:
+                owner._parameters[name] = aliases[id(tensor)]
+            yield
+        finally:
+            for (owner, name, _), tensor in zip(self.slots, now):
+                owner._parameters[name] = tensor
+
+
 def _grads(output: torch.Tensor, targets: list[torch.Tensor], grad_output: torch.Tensor | None) -> list[torch.Tensor | None]:
     wanted = [t for t in targets if t.requires_grad]
     if grad_output is None or not output.requires_grad or not wanted:
@@ -161,6 +193,7 @@ class _BlockFunction(torch.autograd.Function):
         run.states.append((f_state, g_state))
         run.sides.append((arith.side_bits(0, x1), arith.side_bits(1, x2)))
         ctx.run, ctx.index, ctx.num_slots = run, index, num_slots
+        ctx.params, ctx.parameter_slots = tensors[num_slots:], ParameterSlots(run.blocks[index])
         ctx.is_last = index == len(run.blocks) - 1
         # The last block's outputs start the inversion; a tapped block's outputs also leave the chain, so
         # its backward may be the first to run: both keep them (two streams, not the blocks' activations).
@@ -190,9 +223,11 @@ class _BlockFunction(torch.autograd.Function):
         slot_needs, param_needs = needs[: ctx.num_slots], needs[ctx.num_slots :]
         leaves = [value.detach().requires_grad_(need) for value, need in zip(saved[: ctx.num_slots], slot_needs)]
         f_kwargs, g_kwargs = run.branch_kwargs(index, leaves)
-        params = run.block_parameters(index)
+        params = ctx.params  # the tensors the forward used, also where the caller swapped them for that call
+        aliases = ctx.parameter_slots.aliases()
         wanted = [leaf for leaf in leaves if leaf.requires_grad]
-        wanted += [p for p, need in zip(params, param_needs) if need]
+        wanted += [aliases.get(id(p), p) for p, need in zip(params, param_needs) if need]
+        sibling = {id(alias) for alias in aliases.values()}  # either branch may call the other's modules
         totals: dict[int, torch.Tensor | None] = {}
 
         arith = run.arith
@@ -203,7 +238,7 @@ class _BlockFunction(torch.autograd.Function):
             Gradients reaching the branch's parameters and routed tensors are added to `totals`.
             """
             branch = run.blocks[index][which]
-            with state.restore():
+            with state.restore(), ctx.parameter_slots.swapped_in(aliases):
                 known = known.requires_grad_()
                 output = branch(arith.branch_input(known), **kwargs)
             if _is_fsdp(branch):
@@ -218,7 +253,7 @@ class _BlockFunction(torch.autograd.Function):
                     leaf.grad = None
                 with torch.no_grad():
                     return arith.separate(which, result, output, side[which]), known.grad
-            used = run.branch_sources(index, which, kwargs)
+            used = run.branch_sources(index, which, kwargs) | sibling
             targets = [t for t in wanted if id(t) in used]
             grad_known, *rest = _grads(output, [known, *targets], grad)
             for target, target_grad in zip(targets, rest):
@@ -240,7 +275,7 @@ class _BlockFunction(torch.autograd.Function):
         return (
             None, None, None, grad_x1, grad_x2,
             *(totals.get(id(leaf)) for leaf in leaves),
-            *(totals.get(id(p)) for p in params),
+            *(totals.get(id(aliases.get(id(p), p))) for p in params),
         )
 
 
