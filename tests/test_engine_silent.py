@@ -98,3 +98,53 @@ def test_a_branch_using_its_siblings_parameter_gives_it_its_share() -> None:
         blocks.append((UsesSibling(g), g))
     stack = revzoo.ReversibleSequence(blocks).double()
     _assert_same(_grads(stack, "autograd"), _grads(stack, "invert"))
+
+
+class Cache:
+    """A stand-in for transformers' DynamicCache: an object each layer appends its keys to."""
+
+    def __init__(self) -> None:
+        self.keys: list[torch.Tensor] = []
+
+
+class Appends(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, cache=None) -> torch.Tensor:
+        self.calls += 1
+        keys = cache.keys if isinstance(cache, Cache) else cache
+        keys.append(self.linear(x))
+        return torch.cat(keys, 0)[-x.shape[0]:].tanh()
+
+
+def _cached_stack() -> revzoo.ReversibleSequence:
+    torch.manual_seed(0)
+    return revzoo.ReversibleSequence([(Appends(), nn.Linear(4, 4)) for _ in range(2)], routes={"cache": "f"}).double()
+
+
+def test_a_mutable_keyword_object_is_refused_before_any_work() -> None:
+    stack, x = _cached_stack(), torch.randn(2, 4, dtype=torch.float64)
+    try:
+        stack(x, cache=Cache())
+        raise AssertionError("a cache object passed silently")
+    except TypeError as error:
+        assert "keyword 'cache' is a Cache; under execution='invert'" in str(error) and "use_cache=False" in str(error)
+    assert stack.blocks[0].f.calls == 0
+    with torch.no_grad():  # inference (generation with a cache) is a plain loop
+        stack(x, cache=Cache())
+    stack.execution = "autograd"
+    stack(x, cache=Cache()).sum().backward()
+
+
+def test_a_list_keyword_a_block_appends_to_is_refused() -> None:
+    stack, x = _cached_stack(), torch.randn(2, 4, dtype=torch.float64)
+    try:  # before: StopIteration from the backward's rebuild, or gradients of a longer list
+        stack(x, cache=[])
+        raise AssertionError("a list appended to passed silently")
+    except RuntimeError as error:
+        assert "changed keyword 'cache' (a list)" in str(error)
+    stack.execution = "autograd"
+    stack(x, cache=[]).sum().backward()

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ._coupling import CouplingRun, run_invert
+from ._keywords import KeywordStructure, refuse_mutable_keywords
 from ._probe import InvertPlans
 
 __all__ = ["check_range_outside_graph", "invert_outside_graph"]
@@ -34,8 +35,10 @@ def _eager(function: Callable[..., Any]) -> Callable[..., Any]:
 def _invert(
     plans: InvertPlans, modules: Sequence[nn.Module], run: CouplingRun, x1: torch.Tensor, x2: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    run.plans = plans.for_call(run, modules, x1, x2)
-    y1, y2 = run_invert(run, x1, x2)
+    refuse_mutable_keywords(run.kwargs, run.context)
+    structure = KeywordStructure(run.kwargs, run.context)
+    run.plans = plans.for_call(run, modules, x1, x2, structure)
+    y1, y2 = run_invert(run, x1, x2, structure)
     run.arith.check_range()
     return y1, y2
 

@@ -31,6 +31,7 @@ from torch.autograd.function import once_differentiable
 
 from ._arith import ExactArithmetic, FloatArithmetic
 from ._callstate import CallState
+from ._keywords import KeywordStructure
 from ._routes import RouteTable
 from ._slots import generators_in, tensors_in, with_tensors
 
@@ -290,15 +291,20 @@ def _refuse_sharded(params: list[nn.Parameter]) -> None:
         )
 
 
-def run_invert(run: CouplingRun, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def run_invert(
+    run: CouplingRun, x1: torch.Tensor, x2: torch.Tensor, structure: KeywordStructure | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns the two output streams of `run` (swapped after the last block if the coupling swaps),
-    differentiable by inversion. The input streams are already in the run's arithmetic (`arith.enter`)."""
+    differentiable by inversion. The input streams are already in the run's arithmetic (`arith.enter`).
+    `structure` is checked after each block: a block that changes a keyword container is refused there."""
     slot_values = run.slot_values()
     y1, y2 = x1, x2
     for index in range(len(run.blocks)):
         params = run.block_parameters(index)
         _refuse_sharded(params)
         y1, y2 = _BlockFunction.apply(run, index, len(slot_values), y1, y2, *slot_values, *params)
+        if structure is not None:
+            structure.check(f"block {index}")
         if run.swap:
             y1, y2 = y2, y1
         if index in run.taps:

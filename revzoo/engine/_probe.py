@@ -28,6 +28,7 @@ from torch import nn
 from ._buffers import BufferSnapshot, buffer_slots, changed_slots
 from ._callstate import CallState
 from ._coupling import CouplingRun, _is_fsdp, _refuse_sharded, checked_output
+from ._keywords import KeywordStructure
 from ._plan import BlockPlan, BranchPlan
 from ._slots import generators_in, tensors_in
 
@@ -123,8 +124,11 @@ def _probe_branch(
     return BranchPlan(tuple(hidden), tuple(changed)), output
 
 
-def _probe(run: CouplingRun, x1: torch.Tensor, x2: torch.Tensor, needed: Sequence[int]) -> dict[int, BlockPlan]:
-    """Runs the blocks on copies of the streams, as the forward would, and returns the plans of those in `needed`."""
+def _probe(
+    run: CouplingRun, x1: torch.Tensor, x2: torch.Tensor, needed: Sequence[int], structure: KeywordStructure | None
+) -> dict[int, BlockPlan]:
+    """Runs the blocks on copies of the streams, as the forward would, and returns the plans of those in `needed`.
+    A block that changes a keyword container is refused there (`structure`)."""
     plans: dict[int, BlockPlan] = {}
     arith = copy.deepcopy(run.arith)  # its own copy: the exact arithmetic records range checks per call
     with _observed(run, x2):
@@ -141,6 +145,8 @@ def _probe(run: CouplingRun, x1: torch.Tensor, x2: torch.Tensor, needed: Sequenc
             g_plan, g_out = _probe_branch(g, "g", index, arith.branch_input(y1), g_kwargs, known | {id(y1)}, marker)
             y2 = arith.combine(index, 1, x2.detach(), checked_output(x2, g_out, index, "g")).detach().requires_grad_()
             plans[index] = BlockPlan((f_plan, g_plan))
+            if structure is not None:
+                structure.check(f"block {index} (run by the first call's probe)")
             x1, x2 = (y2, y1) if run.swap else (y1, y2)
     return plans
 
@@ -155,7 +161,8 @@ class InvertPlans:
         return (InvertPlans, ())  # copies and pickles start empty: the keys are ids of the original modules
 
     def for_call(
-        self, run: CouplingRun, modules: Sequence[nn.Module], x1: torch.Tensor, x2: torch.Tensor
+        self, run: CouplingRun, modules: Sequence[nn.Module], x1: torch.Tensor, x2: torch.Tensor,
+        structure: KeywordStructure | None = None,
     ) -> list[BlockPlan]:
         """Returns a plan per block of `run`, probing, from the input streams, the blocks whose plan is not known.
 
@@ -170,6 +177,6 @@ class InvertPlans:
         if needed:
             for index in range(len(run.blocks)):
                 _refuse_sharded(run.block_parameters(index))  # before running anything on sharded parameters
-            for index, plan in _probe(run, x1, x2, needed).items():
+            for index, plan in _probe(run, x1, x2, needed, structure).items():
                 self._plans[keys[index]] = plan
         return [self._plans[key] for key in keys]
