@@ -148,3 +148,32 @@ def test_a_list_keyword_a_block_appends_to_is_refused() -> None:
         assert "changed keyword 'cache' (a list)" in str(error)
     stack.execution = "autograd"
     stack(x, cache=[]).sum().backward()
+
+
+def _dropout_stack() -> revzoo.ReversibleSequence:
+    torch.manual_seed(0)
+    return revzoo.ReversibleSequence([(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)), nn.Linear(4, 4))
+                                      for _ in range(2)]).double()
+
+
+def test_a_mode_change_between_forward_and_backward_is_refused() -> None:
+    stack = _dropout_stack()
+    out = stack(torch.randn(2, 4, dtype=torch.float64, requires_grad=True))
+    stack.eval()  # before: the recompute ran without dropout, gradients off by 1.89
+    try:
+        out.sum().backward()
+        raise AssertionError("a mode change passed silently")
+    except RuntimeError as error:
+        assert "train/eval mode changed between forward and backward" in str(error)
+
+
+def test_parameters_updated_in_place_between_forward_and_backward_are_refused() -> None:
+    stack = _dropout_stack()
+    out = stack(torch.randn(2, 4, dtype=torch.float64, requires_grad=True))
+    with torch.no_grad():
+        stack.blocks[0].g.weight.add_(1.0)  # as optimizer.step() does; autograd refuses it too
+    try:
+        out.sum().backward()
+        raise AssertionError("an in-place update passed silently")
+    except RuntimeError as error:
+        assert "modified in place between forward and backward" in str(error)

@@ -144,10 +144,28 @@ class ParameterSlots:
     branch calling a module of its sibling gives that module's parameters its share.
     """
 
-    def __init__(self, block: tuple[nn.Module, nn.Module]) -> None:
-        owners = {id(m): m for branch in block if not _is_fsdp(branch) for m in branch.modules()}.values()
-        self.slots = [(owner, name, tensor) for owner in owners for name, tensor in owner._parameters.items()
+    def __init__(self, block: tuple[nn.Module, nn.Module], params: Sequence[torch.Tensor]) -> None:
+        owners = {id(m): m for branch in block if not _is_fsdp(branch) for m in branch.modules()}
+        self.slots = [(owner, name, tensor) for owner in owners.values() for name, tensor in owner._parameters.items()
                       if tensor is not None]
+        # What the recompute also relies on: the modules' train/eval modes and the parameters' values
+        self.modes = [(owner, owner.training) for owner in owners.values()]
+        self.versions = [(p, p._version) for p in params]
+
+    def refuse_changes(self, index: int) -> None:
+        """Raises RuntimeError if a mode or a parameter changed since the forward: the recompute would differ."""
+        if any(owner.training != training for owner, training in self.modes):
+            raise RuntimeError(
+                f"revzoo: block {index}'s train/eval mode changed between forward and backward (model.eval() or "
+                "model.train() before backward()); execution='invert' recomputes the block in backward, so dropout "
+                "and normalisation would differ. Change modes after backward"
+            )
+        if any(p._version != version for p, version in self.versions):
+            raise RuntimeError(
+                f"revzoo: a parameter of block {index} was modified in place between forward and backward "
+                "(optimizer.step() before backward()?); execution='invert' recomputes the block in backward from its "
+                "parameters, as autograd refuses the same (\"modified by an inplace operation\")"
+            )
 
     def aliases(self) -> dict[int, torch.Tensor]:
         """Returns a fresh leaf per forward tensor (by id), requiring grad as that tensor does."""
@@ -194,7 +212,7 @@ class _BlockFunction(torch.autograd.Function):
         run.states.append((f_state, g_state))
         run.sides.append((arith.side_bits(0, x1), arith.side_bits(1, x2)))
         ctx.run, ctx.index, ctx.num_slots = run, index, num_slots
-        ctx.params, ctx.parameter_slots = tensors[num_slots:], ParameterSlots(run.blocks[index])
+        ctx.params, ctx.parameter_slots = tensors[num_slots:], ParameterSlots(run.blocks[index], tensors[num_slots:])
         ctx.is_last = index == len(run.blocks) - 1
         # The last block's outputs start the inversion; a tapped block's outputs also leave the chain, so
         # its backward may be the first to run: both keep them (two streams, not the blocks' activations).
@@ -220,6 +238,7 @@ class _BlockFunction(torch.autograd.Function):
         if ctx.keeps_outputs:
             run.streams = (saved[-2].detach(), saved[-1].detach())
         index = ctx.index
+        ctx.parameter_slots.refuse_changes(index)
         needs = ctx.needs_input_grad[5:]
         slot_needs, param_needs = needs[: ctx.num_slots], needs[ctx.num_slots :]
         leaves = [value.detach().requires_grad_(need) for value, need in zip(saved[: ctx.num_slots], slot_needs)]
