@@ -251,3 +251,19 @@ def test_cli_convert_says_it_carried_the_training_state(tmp_path: Path, trained,
     assert main(["convert", str(path), str(tmp_path / "seq.safetensors"), "--to", "sequential"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"wrote {tmp_path / 'seq.training.safetensors'} (the training state beside {path}, same parameter names)")
+
+
+def test_an_output_whose_training_state_is_the_input_is_refused_and_the_input_kept(tmp_path: Path, trained,
+                                                                                   capsys) -> None:
+    model, _, path = trained
+    src = tmp_path / "x.training.safetensors"  # a model file whose name is another model's training-state name
+    src.write_bytes(path.read_bytes())
+    for overwrite in ([], ["--overwrite"]):  # before: refused as existing, then deleted with --overwrite
+        assert main(["convert", str(src), str(tmp_path / "x.safetensors"), "--to", "sequential", *overwrite]) == 2
+        assert "is the input, and also where the output's training state goes" in capsys.readouterr().err
+        assert src.read_bytes() == path.read_bytes() and not (tmp_path / "x.safetensors").exists()
+    foreign = tmp_path / "y.training.safetensors"
+    foreign.write_bytes((FIXTURES / "resume.pt").read_bytes())
+    with pytest.raises(revzoo.CheckpointError, match="is the input, and also where"):
+        revzoo.import_checkpoint("dalle-pytorch", foreign, tmp_path / "y.safetensors", overwrite=True)
+    assert foreign.read_bytes() == (FIXTURES / "resume.pt").read_bytes()

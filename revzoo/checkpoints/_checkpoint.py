@@ -28,6 +28,7 @@ from ._training import (
     carried_training_state,
     drop_stale_training_state,
     read_training_state,
+    refuse_input_as_training_state,
     training_state_beside,
     training_state_file,
 )
@@ -283,6 +284,7 @@ def import_checkpoint(
     src = require_file(src)
     state_path = Path(training_state) if training_state is not None else training_state_beside(dst)
     check_output(src, dst, overwrite)
+    refuse_input_as_training_state(src, state_path)
     check_output(src, state_path, overwrite)
     imported = read_with(fmt, read_foreign(src), str(src), options)
     if imported.training is None and training_state is not None:

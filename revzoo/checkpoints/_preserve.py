@@ -12,7 +12,7 @@ from ..errors import CheckpointError, CheckpointWarning
 from ..registry import get_architecture, reversibilize
 from ._checkpoint import load, save
 from ._io import check_output, require_file
-from ._training import training_state_beside
+from ._training import refuse_input_as_training_state, training_state_beside
 
 __all__ = ["convert_preserving"]
 
@@ -35,6 +35,7 @@ def convert_preserving(
     """
     src = require_file(src)
     check_output(src, dst, overwrite)
+    refuse_input_as_training_state(src, training_state_beside(dst))
     check_output(training_state_beside(src), training_state_beside(dst), overwrite)
     model = load(src, form="sequential").eval()
     if any(".adapter." in name for name in model.state_dict()):

@@ -24,7 +24,7 @@ from ._io import check_output, open_safetensors, save_safetensors
 from ._write import atomic_write
 
 __all__ = ["carried_training_state", "drop_stale_training_state", "load_training_state", "read_training_state",
-           "save_training_state", "training_state_beside", "training_state_file"]
+           "refuse_input_as_training_state", "save_training_state", "training_state_beside", "training_state_file"]
 
 _KEY = "revzoo.training."
 _FIELDS = ("param_groups", "entries", "scheduler", "epoch")
@@ -39,10 +39,20 @@ def training_state_beside(model_path: str | os.PathLike) -> Path:
     return path.with_name(f"{name}.training.safetensors")
 
 
+def refuse_input_as_training_state(src: str | os.PathLike, state_path: str | os.PathLike) -> None:
+    """Refuses an output whose training state would be the input file (`convert x.training.safetensors
+    x.safetensors`): replacing or removing that file would delete the input."""
+    state = Path(state_path)
+    if state.exists() and Path(src).exists() and os.path.samefile(src, state):
+        raise CheckpointError(f"{src}: is the input, and also where the output's training state goes ({state}); "
+                              "name the output otherwise")
+
+
 def carried_training_state(src: Path, dst: str | os.PathLike, overwrite: bool) -> dict[Path, Callable[[Path], None]]:
     """The copy of the training state beside `src` to write beside `dst`, as a writer for `write_checkpoint`'s
     `beside` (none when `src` has none or both are one file); that path is vetted as an output first."""
     source, target = training_state_beside(src), training_state_beside(dst)
+    refuse_input_as_training_state(src, target)
     check_output(source, target, overwrite)
     if not source.is_file() or source.resolve() == target.resolve():
         return {}
