@@ -198,3 +198,19 @@ def test_progress_bar_only_on_a_terminal(monkeypatch) -> None:
     monkeypatch.setattr("sys.stderr", Terminal())
     with progress_bar(10, "x") as bar:
         assert not bar.disable
+
+
+def test_an_index_written_over_another_removes_only_its_own_old_shards(tmp_path, saved) -> None:
+    model, single = saved
+    index = revzoo.save(model, tmp_path / "m.safetensors", max_shard_size=SHARD)
+    old_shards = set(index_of(index)["weight_map"].values())
+    assert len(old_shards) > 1
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(single.read_bytes())
+    damaged = index_of(index)  # an index that also names an unrelated model, as an edited or foreign one may
+    damaged["weight_map"]["extra"] = other.name
+    index.write_text(json.dumps(damaged))
+    revzoo.save(model, index, max_shard_size="1GB")  # one shard now: the old ones go, the unrelated model stays
+    assert other.read_bytes() == single.read_bytes()
+    assert set(index_of(index)["weight_map"].values()) == {"m-00001-of-00001.safetensors"}
+    assert not [name for name in old_shards - {"m-00001-of-00001.safetensors"} if (tmp_path / name).exists()]

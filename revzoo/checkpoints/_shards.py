@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -222,11 +223,14 @@ def write_checkpoint(
 
 
 def _shards_of(index_path: Path) -> set[Path]:
-    """Returns the shard files that an existing index beside them names (none if it is absent or unreadable)."""
+    """Returns the shard files that an existing index beside them names and that this index's own writes would
+    have named (`STEM-00001-of-00003.safetensors`): none if it is absent or unreadable. Other files an index
+    names (an unrelated model's, the conversion's own input) are never the index's to remove."""
     try:
         weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
         names = {name for name in weight_map.values() if isinstance(name, str)}
     except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
         return set()
-    return {index_path.parent / name for name in names
-            if Path(name).name == name and name.lower().endswith(SAFETENSORS_SUFFIX)}
+    stem = re.escape(index_path.name[: -len(INDEX_SUFFIX)].removesuffix(SAFETENSORS_SUFFIX))
+    own = re.compile(rf"{stem}-\d{{5,}}-of-\d{{5,}}{re.escape(SAFETENSORS_SUFFIX)}")
+    return {index_path.parent / name for name in names if own.fullmatch(name)}
