@@ -205,6 +205,12 @@ def _tensors(path, tmp_path, edit):
     return bad
 
 
+def _deep_index(tmp_path):
+    index = tmp_path / "deep.safetensors.index.json"
+    index.write_text("[" * 100_000 + "]" * 100_000)
+    return index
+
+
 @pytest.mark.parametrize(
     "make_bad,message",
     [
@@ -219,6 +225,9 @@ def _tensors(path, tmp_path, edit):
          r"wrong shape \[embed.weight: file \(3, 6\) vs model \(11, 6\)\]"),
         (lambda p, t: _tensors(p, t, lambda d: d.update(step=torch.zeros((), dtype=torch.float32))),
          "dtype the model cannot hold"),
+        (lambda p, t: _rewrite_metadata(p, t, **{"revzoo.config": "[" * 100_000 + "]" * 100_000}),
+         "corrupt revzoo metadata"),  # was a RecursionError traceback
+        (lambda p, t: _deep_index(t), "not a readable shard index"),
     ],
 )
 def test_bad_files_give_one_line_and_exit_2(tmp_path, saved, capsys, make_bad, message) -> None:
@@ -273,3 +282,9 @@ def test_unknown_format_and_existing_output(tmp_path, saved, capsys) -> None:
 def test_saving_a_model_not_built_by_create(tmp_path) -> None:
     with pytest.raises(revzoo.CheckpointError, match="was not built by revzoo.create"):
         revzoo.save(TiedModel(form="reversible", vocab=3, dim=2), tmp_path / "x.safetensors")
+
+
+def test_a_model_directory_with_a_too_deep_config_is_a_checkpoint_error(tmp_path) -> None:
+    (tmp_path / "config.json").write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)
+    with pytest.raises(revzoo.CheckpointError, match="not JSON"):  # was a RecursionError
+        revzoo.load(tmp_path)

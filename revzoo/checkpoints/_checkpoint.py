@@ -128,7 +128,7 @@ def _parse_metadata(raw: Mapping[str, str], path: Path) -> dict[str, Any]:
         aliases = json.loads(raw.get(_KEY + "aliases", "{}"))
         coupling = json.loads(raw.get(_KEY + "coupling", "null"))
         schema = int(raw.get(_KEY + "schema", "1"))
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, RecursionError) as err:  # RecursionError: JSON nested too deep
         raise CheckpointError(f"{path}: corrupt revzoo metadata ({err})") from err
     if layout > LAYOUT_VERSION:
         raise CheckpointError(

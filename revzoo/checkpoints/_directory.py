@@ -26,7 +26,7 @@ def _read_config(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"{directory}: no {CONFIG_NAME}; revzoo.save_pretrained writes model directories")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
         raise CheckpointError(f"{path}: not JSON ({err})") from err
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str) or not isinstance(
         config.get("config"), dict

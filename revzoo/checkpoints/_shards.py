@@ -60,7 +60,7 @@ def read_index(path: str | os.PathLike) -> ShardIndex:
     path = require_file(path)
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise CheckpointError(f"{path}: not a readable shard index (not JSON: {err})") from err
     weight_map = content.get("weight_map") if isinstance(content, dict) else None
     if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
@@ -229,7 +229,7 @@ def _shards_of(index_path: Path) -> set[Path]:
     try:
         weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
         names = {name for name in weight_map.values() if isinstance(name, str)}
-    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError, RecursionError):
         return set()
     stem = re.escape(index_path.name[: -len(INDEX_SUFFIX)].removesuffix(SAFETENSORS_SUFFIX))
     own = re.compile(rf"{stem}-\d{{5,}}-of-\d{{5,}}{re.escape(SAFETENSORS_SUFFIX)}")

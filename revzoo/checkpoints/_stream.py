@@ -95,7 +95,7 @@ def read_header(file: Path) -> tuple[dict[str, str], list[StoredTensor]]:
         (length,) = struct.unpack("<Q", prefix)
         try:
             header = json.loads(stream.read(length))
-        except (ValueError, UnicodeDecodeError, MemoryError, OverflowError) as err:
+        except (ValueError, UnicodeDecodeError, MemoryError, OverflowError, RecursionError) as err:
             raise CheckpointError(f"{file}: not a readable safetensors file (header is not JSON)") from err
     metadata = header.pop("__metadata__", None) or {}
     data_offset = 8 + length
