@@ -215,3 +215,13 @@ def test_a_format_reader_crashing_on_a_file_is_one_line(register_plugin, out, tm
 def test_small_models_still_load(sources, builtin_plugins) -> None:
     model = revzoo.load(sources["dalle"])
     assert model.revzoo_config["dim"] == DALLE["dim"]
+
+
+def test_the_build_budget_counts_what_a_file_stores_not_what_its_views_claim() -> None:
+    from revzoo.checkpoints._build import tensor_census
+    from revzoo.checkpoints._state import TensorSource
+
+    one = torch.zeros(())
+    views = {"wide": one.expand(30_000, 30_000), "same": one.expand(1024, 1024), "real": torch.zeros(3, 4)}
+    assert tensor_census({"state_dict": views, "opt": [views["wide"]]}) == (4, 13)  # was 900M values from 28 KB
+    assert TensorSource.from_tensors(views).stored == 13

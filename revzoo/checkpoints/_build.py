@@ -21,7 +21,7 @@ from torch.nn.modules import module as torch_module
 from ..engine import apply_coupling_record
 from ..errors import CheckpointError, RevzooError, UnknownModelError
 from ..registry import CheckpointFormat, ImportedCheckpoint, TrainingState, create, resolve
-from ._state import TensorSource, check_fit
+from ._state import TensorSource, check_fit, stored_values
 
 __all__ = ["BUDGET_SLACK", "build_for", "read_with", "registration_budget", "tensor_census"]
 
@@ -38,19 +38,20 @@ class _OverBudget(Exception):
 
 
 def tensor_census(obj: Any, limit: int = 10**6) -> tuple[int, int]:
-    """Returns how many tensors, and how many values in all, a loaded checkpoint object holds (nested containers)."""
-    count = values = 0
+    """Returns how many tensors a loaded checkpoint object holds (nested containers), and how many values their
+    storages hold (each storage once, so expanded views claim no more than the file stores)."""
+    tensors = []
     pending, seen = [obj], 0
     while pending and seen < limit:
         item = pending.pop()
         seen += 1
         if isinstance(item, torch.Tensor):
-            count, values = count + 1, values + item.numel()
+            tensors.append(item)
         elif isinstance(item, Mapping):
             pending.extend(item.values())
         elif isinstance(item, (list, tuple)):
             pending.extend(item)
-    return count, values
+    return len(tensors), stored_values(tensors)
 
 
 @contextmanager
@@ -161,7 +162,7 @@ def build_for(
     Raises CheckpointError if the config is invalid, describes a model far larger than the
     tensors, or the tensors do not fit (missing, unexpected, wrong shapes or dtypes).
     """
-    values = sum(_numel(shape) for shape in source.shapes.values())
+    values = source.stored if source.stored is not None else sum(_numel(shape) for shape in source.shapes.values())
     with torch.device("meta"), registration_budget(len(source.shapes), values, origin):
         model = _create(origin, architecture, form, config, coupling)
     check_fit(model, source, origin, aliases)

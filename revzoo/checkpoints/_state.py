@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +13,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ._io import progress_bar
 
-__all__ = ["TensorSource", "check_fit", "chosen_dtype", "fit_tensors", "name_listing", "tied_groups"]
+__all__ = ["TensorSource", "check_fit", "stored_values", "chosen_dtype", "fit_tensors", "name_listing", "tied_groups"]
 
 _SHOWN = 3
 
@@ -25,11 +25,25 @@ class TensorSource:
     shapes: Mapping[str, tuple[int, ...]]
     dtypes: Mapping[str, torch.dtype]
     get: Callable[[str], torch.Tensor]
+    stored: int | None = None  # values the file really stores, where views (stride 0, shared storage) hold fewer
 
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, torch.Tensor]) -> TensorSource:
         return cls({k: tuple(v.shape) for k, v in tensors.items()}, {k: v.dtype for k, v in tensors.items()},
-                   tensors.__getitem__)
+                   tensors.__getitem__, stored_values(tensors.values()))
+
+
+def stored_values(tensors: Iterable[torch.Tensor]) -> int:
+    """Returns how many values the storages behind `tensors` hold, each storage once: what a file of them stores.
+
+    A tensor's own `numel()` is no measure of a file's cost: an expanded view (stride 0) of one value, saved
+    by torch.save, claims any shape in a few bytes.
+    """
+    storages: dict[tuple[int, int], int] = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        storages[(storage.data_ptr(), storage.nbytes())] = storage.nbytes() // max(tensor.element_size(), 1)
+    return sum(storages.values())
 
 
 _MODEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
