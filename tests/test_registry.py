@@ -40,6 +40,18 @@ def test_create_errors(register_plugin) -> None:
     assert "seqonly-rev" not in revzoo.list_models()
 
 
+def test_defaults_that_do_not_fill_the_builder_are_the_plugins_error(register_plugin) -> None:
+    def builder(*, form: str, dim: int, depth: int, classes: int) -> revzoo.ZooModel:
+        raise AssertionError("never called")
+
+    register_plugin(plugin_of(revzoo.ArchSpec(name="short", builder=builder, description="three defaults short",
+                                              defaults={"dim": 4, "depth": 2})),
+                    name="short-plugin")
+    with pytest.raises(revzoo.PluginError, match=r"plugin 'short-plugin': the builder of 'short' cannot be called "
+                       r"with its defaults .*missing a required argument: 'classes'"):  # was a bare TypeError
+        revzoo.create("short")
+
+
 def test_subname_and_open_config(register_plugin) -> None:
     seen = {}
 

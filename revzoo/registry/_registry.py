@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -123,6 +124,7 @@ def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
         )
     config = {**spec.defaults, **overrides}
     owner = loaded_registry().owners.get(f"arch:{spec.name}", "?")
+    _check_builder_call(spec, owner, form, config)
     try:
         model = spec.builder(form=form, **config)
     except ModuleNotFoundError as err:  # an optional dependency of the plugin, imported when a model is built
@@ -139,6 +141,20 @@ def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
     model.revzoo_architecture = spec.name
     model.revzoo_config = config
     return model
+
+
+def _check_builder_call(spec: ArchSpec, owner: str, form: str, config: dict[str, Any]) -> None:
+    """Raises PluginError when the builder's signature cannot take the spec's defaults: the plugin's mistake, which
+    would otherwise be a bare TypeError from inside `create`."""
+    try:
+        signature = inspect.signature(spec.builder)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return
+    try:
+        signature.bind(form=form, **config)
+    except TypeError as err:
+        raise PluginError(f"plugin {owner!r}: the builder of {spec.name!r} cannot be called with its defaults "
+                          f"and the given options ({err}); add the missing defaults to its ArchSpec") from err
 
 
 def list_formats() -> list[str]:
