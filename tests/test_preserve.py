@@ -142,3 +142,12 @@ def test_exact_reversible_form_of_every_family_inverts_bitwise(name: str, builti
     kwargs.pop("generator", None)
     report = revzoo.check_reversible(model, *args, **kwargs)
     assert report.bitwise and report.max_grad_diff == 0, str(report)
+
+
+def test_preserving_a_file_already_reversible_is_refused(builtin_plugins, tmp_path: Path, capsys) -> None:
+    revzoo.save(revzoo.create("vit-tiny-rev", **SMALL["vit-tiny"]), tmp_path / "rev.safetensors")
+    code = main(["convert", str(tmp_path / "rev.safetensors"), str(tmp_path / "out.safetensors"), "--to", "reversible",
+                 "--preserve"])  # before: silently kept the sequential function of weights trained reversibly
+    err = capsys.readouterr().err
+    assert code == 2 and "is recorded in the reversible form" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.safetensors").exists()

@@ -10,7 +10,7 @@ import torch
 
 from ..errors import CheckpointError, CheckpointWarning
 from ..registry import get_architecture, reversibilize
-from ._checkpoint import load, save
+from ._checkpoint import load, read_metadata, save
 from ._io import check_output, require_file
 from ._training import refuse_input_as_training_state, training_state_beside
 
@@ -37,6 +37,13 @@ def convert_preserving(
     check_output(src, dst, overwrite)
     refuse_input_as_training_state(src, training_state_beside(dst))
     check_output(training_state_beside(src), training_state_beside(dst), overwrite)
+    if read_metadata(src).get("form") == "reversible":
+        raise CheckpointError(
+            f"{src}: is recorded in the reversible form, which is the function its weights were trained in; "
+            "--preserve keeps the function of a sequential checkpoint (here it would keep the sequential function "
+            "of these weights, which they were not trained for). Convert it with --to sequential first only if "
+            "that is the function you mean"
+        )
     model = load(src, form="sequential").eval()
     if any(".adapter." in name for name in model.state_dict()):
         raise CheckpointError(f"{src}: already converted (it has adapters); convert the original sequential file")
