@@ -18,6 +18,7 @@ from ._version import __version__ as __version__
 
 # public name -> the module (relative to revzoo) that defines it
 _EXPORTS = {
+    "atomic_write": ".checkpoints",
     "convert": ".checkpoints",
     "create": ".checkpoints",
     "export_checkpoint": ".checkpoints",
@@ -53,6 +54,7 @@ _EXPORTS = {
     "Adapter": ".registry",
     "ArchSpec": ".registry",
     "CheckpointFormat": ".registry",
+    "Command": ".registry",
     "ImportedCheckpoint": ".registry",
     "TrainingState": ".registry",
     "from_timm": ".registry",
@@ -74,6 +76,7 @@ _EXPORTS = {
 __getattr__, __dir__ = attach(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from .checkpoints import atomic_write as atomic_write
     from .checkpoints import convert as convert
     from .checkpoints import create as create
     from .checkpoints import export_checkpoint as export_checkpoint
@@ -109,6 +112,7 @@ if TYPE_CHECKING:
     from .registry import Adapter as Adapter
     from .registry import ArchSpec as ArchSpec
     from .registry import CheckpointFormat as CheckpointFormat
+    from .registry import Command as Command
     from .registry import ImportedCheckpoint as ImportedCheckpoint
     from .registry import TrainingState as TrainingState
     from .registry import from_timm as from_timm
@@ -134,6 +138,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointFormat",
     "CheckpointWarning",
+    "Command",
     "ConfigError",
     "Coupling",
     "ImportedCheckpoint",
@@ -148,6 +153,7 @@ __all__ = [
     "UnknownModelError",
     "ZooModel",
     "__version__",
+    "atomic_write",
     "check_reversible",
     "convert",
     "create",

@@ -1,7 +1,10 @@
 """The `revzoo` command line: parses arguments and calls the public functions.
 
-Bad input ends with one line on stderr and exit code 2, never a traceback. Each sub-command
-imports what it needs when it runs, so `revzoo --help` starts without torch.
+Bad input ends with one line on stderr and exit code 2, never a traceback. The core commands
+name no architecture; plugins add theirs (an image generator, say) through the
+`register_commands` hook. Each core command imports what it needs when it runs, so
+`revzoo --version` and `revzoo CORE-COMMAND --help` start without torch; `revzoo --help` and
+a plugin's command load the plugins first (their commands are listed, and run, from them).
 """
 
 from __future__ import annotations
@@ -161,33 +164,6 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-def _cmd_generate(args: argparse.Namespace) -> None:
-    import torch
-
-    from . import checkpoints
-    from .bench._grid import check_grid_path, save_grid
-
-    check_grid_path(args.out, args.file, args.overwrite)
-    model = checkpoints.load(args.file, device=args.device)
-    if not callable(getattr(model, "generate_images", None)):
-        raise RevzooError(f"{args.file} holds a {model.revzoo_architecture!r} model, which does not generate images")
-    if args.bpe_path:
-        model.use_tokenizer(args.bpe_path)
-    if args.num < 1:
-        raise RevzooError(f"--num must be at least 1, got {args.num}")
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-    captions = [caption for caption in args.captions for _ in range(args.num)]
-    images = model.generate_images(
-        captions, filter_thres=args.filter_thres, temperature=args.temperature, cond_scale=args.cond_scale,
-        truncate_text=args.truncate, progress=sys.stderr.isatty(),
-    )
-    if images.dim() != 4:
-        raise RevzooError(f"{args.file} has no VAE to decode its image tokens; give it one (see README, DALL-E's VAE)")
-    print(f"wrote {save_grid(images, args.out, columns=args.num)}: "
-          f"{args.num} image(s) per caption, one row per caption")
-
-
 def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench._bench import main as bench_main
 
@@ -200,23 +176,32 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     run_demo(out_dir=args.out)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """Returns the parser of revzoo's commands, and of the plugins' unless `argv` starts with a core command or
+    --version (those start without loading the plugins)."""
     parser = argparse.ArgumentParser(prog="revzoo", description="A model zoo of reversible networks for PyTorch.")
     parser.add_argument("--version", action="version", version=f"revzoo {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_core_commands(commands)
+    if not argv or argv[0] not in {*commands.choices, "--version"}:
+        _add_plugin_commands(commands)
+    return parser
+
+
+def _add_core_commands(commands: argparse._SubParsersAction) -> None:
 
     sub = commands.add_parser("list", help="list registered models (fnmatch pattern)")
     sub.add_argument("pattern", nargs="?", default="*")
     sub.add_argument("--json", action="store_true", help="one JSON record per name: form, architecture, description")
-    sub.set_defaults(run=_cmd_list)
+    sub.set_defaults(_run=_cmd_list)
 
     sub = commands.add_parser("info", help="show an architecture's spec: config, forms, routes, layout, card")
     sub.add_argument("name")
     sub.add_argument("--json", action="store_true", help="the same as one JSON object")
-    sub.set_defaults(run=_cmd_info)
+    sub.set_defaults(_run=_cmd_info)
 
     sub = commands.add_parser("plugins", help="show plugins as JSON: name, version, hooks, models, status")
-    sub.set_defaults(run=_cmd_plugins)
+    sub.set_defaults(_run=_cmd_plugins)
 
     sub = commands.add_parser("convert", help="convert a revzoo checkpoint to the other form")
     sub.add_argument("src")
@@ -233,20 +218,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--max-shard-size", metavar="SIZE",
                      help="write Hugging Face-style shards of at most SIZE (KB, MB, GB or TB, e.g. 500MB) plus an index")
     sub.add_argument("--overwrite", action="store_true")
-    sub.set_defaults(run=_cmd_convert)
+    sub.set_defaults(_run=_cmd_convert)
 
     sub = commands.add_parser("import", help="import a foreign checkpoint (see `revzoo plugins` for formats)")
     sub.add_argument("format")
     sub.add_argument("src")
     sub.add_argument("dst")
-    sub.add_argument("--model", help="the foreign model name, where the format needs one (e.g. timm)")
+    sub.add_argument("--model", help="the foreign model name, where the format needs one")
     sub.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
                      help="an option of the format's reader, e.g. heads=4 (repeatable)")
     sub.add_argument("--training-state", metavar="PATH",
                      help="where the file's optimizer/scheduler state and epoch go (default: DST's NAME.training."
                           "safetensors)")
     sub.add_argument("--overwrite", action="store_true")
-    sub.set_defaults(run=_cmd_import)
+    sub.set_defaults(_run=_cmd_import)
 
     sub = commands.add_parser("export", help="export a revzoo checkpoint back to a foreign format")
     sub.add_argument("format")
@@ -256,31 +241,44 @@ def _parser() -> argparse.ArgumentParser:
                      help="training state to carry where the format can (default: SRC's NAME.training.safetensors, "
                           "if present)")
     sub.add_argument("--overwrite", action="store_true")
-    sub.set_defaults(run=_cmd_export)
-
-    sub = commands.add_parser("generate", help="generate images from captions with a DALL-E checkpoint")
-    sub.add_argument("file", help="a revzoo checkpoint of a model that generates images (e.g. dalle-rev)")
-    sub.add_argument("captions", nargs="+", metavar="CAPTION")
-    sub.add_argument("--num", type=int, default=4, help="images per caption (default 4)")
-    sub.add_argument("--seed", type=int, help="seed of the sampling, for repeatable images")
-    sub.add_argument("--temperature", type=float, default=1.0)
-    sub.add_argument("--filter-thres", type=float, default=0.9, help="top-k filter: keep the top (1 - F) of the logits")
-    sub.add_argument("--cond-scale", type=float, default=1.0, help="classifier-free guidance scale (1: none)")
-    sub.add_argument("--bpe-path", help="the vocabulary file the model was trained with (tokenizers .json, yttm .model)")
-    sub.add_argument("--truncate", action="store_true", help="cut captions longer than the model's text length")
-    sub.add_argument("--device", help="e.g. cuda (default: cpu)")
-    sub.add_argument("--out", default="generated.png", help="the image grid to write (default generated.png)")
-    sub.add_argument("--overwrite", action="store_true")
-    sub.set_defaults(run=_cmd_generate)
+    sub.set_defaults(_run=_cmd_export)
 
     sub = commands.add_parser("bench", help="measure memory against depth and step time of the forms (--help: its options)",
                               add_help=False)
-    sub.set_defaults(run=_cmd_bench, passes_options_on=True)
+    sub.set_defaults(_run=_cmd_bench, _passes_options_on=True)
 
     sub = commands.add_parser("demo", help="train, save, convert, reload and sample a small model")
     sub.add_argument("--out", default="revzoo-demo", help="directory for what the demo writes")
-    sub.set_defaults(run=_cmd_demo)
-    return parser
+    sub.set_defaults(_run=_cmd_demo)
+
+
+def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
+    """Adds the commands plugins registered; one whose name is taken, or whose `configure` raises, is left out with a
+    warning (as a plugin that fails to register is), and the others are still added."""
+    from . import registry
+
+    loaded = registry.loaded_registry()
+    for name, command in sorted(loaded.commands.items()):
+        plugin = loaded.owners.get(f"command:{name}")
+        if name in commands.choices:
+            warnings.warn(f"plugin {plugin!r} registers command {name!r}, which is one of revzoo's own; the plugin's "
+                          "is left out", PluginWarning, stacklevel=2)
+            continue
+        # configured on a parser of its own first, so that a failure leaves nothing half-added to revzoo's
+        own = argparse.ArgumentParser(prog=f"revzoo {name}", description=command.help)
+        try:
+            if command.configure is not None:
+                command.configure(own)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # noqa: B036 -- a plugin's SystemExit must not end the user's command either
+            text = str(err).strip().splitlines()
+            warnings.warn(f"plugin {plugin!r}: command {name!r} is left out: configuring its arguments raised "
+                          f"{type(err).__name__}{': ' + text[0] if text else ''}", PluginWarning, stacklevel=2)
+            continue
+        sub = commands.add_parser(name, help=command.help, parents=[own], add_help=False, description=own.description,
+                                  epilog=own.epilog, formatter_class=own.formatter_class)
+        sub.set_defaults(_run=command.run)
 
 
 @contextlib.contextmanager
@@ -311,15 +309,16 @@ def _quiet_closed_pipe() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
-    parser = _parser()
-    args, unparsed = parser.parse_known_args(argv)
-    if getattr(args, "passes_options_on", False):
-        args.bench_args = unparsed
-    elif unparsed:
-        parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         with _warnings_as_lines():
-            args.run(args)
+            parser = _parser(argv)
+            args, unparsed = parser.parse_known_args(argv)
+            if getattr(args, "_passes_options_on", False):
+                args.bench_args = unparsed
+            elif unparsed:
+                parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
+            args._run(args)
             sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     except RevzooError as err:
         print(f"revzoo: error: {err}", file=sys.stderr)

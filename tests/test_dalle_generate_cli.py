@@ -74,3 +74,16 @@ def test_generate_errors_are_one_line(checkpoint: Path, tmp_path: Path, capsys) 
     no_vae = revzoo.save(revzoo.create("dalle-rev", **{**SMALL, "vae": "none"}), tmp_path / "no-vae.safetensors")
     code, _, err = run(capsys, "generate", no_vae, "a cat", "--out", tmp_path / "y.png")
     assert code == 2 and "no VAE to decode its image tokens" in err
+
+
+def test_the_dalle_plugin_adds_generate_to_the_command_line(register_plugin, capsys) -> None:
+    import revzoo_dalle
+
+    register_plugin(revzoo_dalle, name="dalle-test")
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    assert "generate  generate images from captions with a DALL-E checkpoint" in capsys.readouterr().out
+    (record,) = [r for r in revzoo.plugins_info() if r["name"] == "dalle-test"]
+    assert record["commands"] == ["generate"]
+

@@ -1,10 +1,13 @@
-"""The package's layers: engine < registry < checkpoints < bench/cli, imports only downward, no circles."""
+"""The package's layers: engine < registry < checkpoints < bench/cli, imports only downward, no circles; the core
+command line names no plugin."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -198,3 +201,59 @@ def test_lie_defaults_work_for_every_group(builtin_plugins: list[str]) -> None:
         assert revzoo.create("lie-transformer", group=group, dim=8, heads=2, dim_head=4).liftsamples == samples
     with pytest.raises(revzoo.ConfigError, match="liftsamples must be 1"):
         revzoo.create("lie-transformer", group="T3", liftsamples=4)
+
+# The core command line names no architecture (DESIGN.md): plugins add their commands through `register_commands`.
+def _defined_names(folder: Path) -> set[str]:
+    """The names of the functions and classes defined at the top of the modules under `folder`, and of their methods
+    (tests left out)."""
+    found = set()
+    for path in folder.rglob("*.py"):
+        if "tests" in path.relative_to(folder).parts:
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                found.add(node.name)
+            if isinstance(node, ast.ClassDef):
+                found |= {item.name for item in node.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return found
+
+
+def _plugin_words(registered: Iterable[str]) -> tuple[set[str], set[str]]:
+    """Returns (identifiers, names): the plugins' packages and their own function, class and method names (those the
+    core does not define too), and the names the plugins are known by and register (models, formats, adapters)."""
+    core = _defined_names(ROOT / "revzoo")
+    functions = {name for folder in [*PLUGINS.values(), "plugins/example"] for name in _defined_names(ROOT / folder)}
+    identifiers = {name for name in functions - core if not name.startswith("__")} | set(PLUGINS) | {"revzoo_example"}
+    names = {*registered, *(folder.rpartition("/")[2] for folder in PLUGINS.values()), "dall-e"}
+    return identifiers, names
+
+
+def _named_plugin_parts(source: str, identifiers: set[str], names: set[str]) -> list[str]:
+    """Returns the plugin identifiers `source` uses (as names, attributes, imports or a string such as getattr's) and
+    the plugin and model names it mentions anywhere (as whole words, comments and help texts included)."""
+    used = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            used.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            used.add(node.attr)
+        elif isinstance(node, ast.alias):
+            used |= set(node.name.split("."))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            used |= set(node.module.split("."))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+            used.add(node.value)
+    text = source.lower()
+    mentioned = [name for name in names if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text)]
+    return sorted(used & identifiers) + sorted(mentioned)
+
+
+def test_the_command_line_names_no_plugin(builtin_plugins: list[str]) -> None:
+    registered = [*builtin_plugins, *revzoo.list_formats(), *revzoo.registry.loaded_registry().adapters]
+    identifiers, names = _plugin_words(registered)
+    assert {"generate_images", "use_tokenizer", "revzoo_dalle"} <= identifiers and {"dalle-rev", "timm"} <= names
+    named = _named_plugin_parts((ROOT / "revzoo" / "cli.py").read_text(), identifiers, names)
+    assert not named, f"revzoo/cli.py names plugin parts {named}; add the command through register_commands"
+    # what the check catches: lines of the command line as it was before `generate` moved into the dalle plugin
+    before = 'callable(getattr(model, "generate_images", None))\nmodel.use_tokenizer(path)\nhelp="DALL-E (e.g. timm)"'
+    assert _named_plugin_parts(before, identifiers, names) == ["generate_images", "use_tokenizer", "dall-e", "timm"]

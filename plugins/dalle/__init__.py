@@ -1,8 +1,9 @@
 """revzoo_dalle: the DALL-E text-to-image transformer of DALLE-pytorch 1.6.6 as a revzoo plugin.
 
 Registers the architectures "dalle" (and so "dalle-rev", its reversible form) and
-"discrete-vae" (its first stage), and the checkpoint format "dalle-pytorch"
-(DALLE-pytorch's train_dalle.py and train_vae.py `.pt` dicts).
+"discrete-vae" (its first stage), the checkpoint format "dalle-pytorch"
+(DALLE-pytorch's train_dalle.py and train_vae.py `.pt` dicts), and the command
+`revzoo generate` (commands.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 import revzoo
 
 from .checkpoint import read_dalle_pytorch, write_dalle_pytorch, write_dalle_pytorch_training
+from .commands import register_commands
 from .config import DEFAULTS, build_dalle
 from .model import Dalle
 from .tokenizer import TokenizerError
@@ -33,6 +35,7 @@ __all__ = [
     "example_vae_inputs",
     "read_dalle_pytorch",
     "register_architectures",
+    "register_commands",
     "register_formats",
     "write_dalle_pytorch",
     "write_dalle_pytorch_training",

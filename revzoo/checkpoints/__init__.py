@@ -22,8 +22,10 @@ from ._training import load_training_state as load_training_state
 from ._training import read_training_state as read_training_state
 from ._training import save_training_state as save_training_state
 from ._training import training_state_beside as training_state_beside
+from ._write import atomic_write as atomic_write
 
 __all__ = [
+    "atomic_write",
     "convert",
     "convert_preserving",
     "create",

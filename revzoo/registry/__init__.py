@@ -42,6 +42,7 @@ _EXPORTS = {
     "Adapter": "._spec",
     "ArchSpec": "._spec",
     "CheckpointFormat": "._spec",
+    "Command": "._spec",
     "ImportedCheckpoint": "._spec",
     "TrainingState": "._training",
 }
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
     from ._spec import Adapter as Adapter
     from ._spec import ArchSpec as ArchSpec
     from ._spec import CheckpointFormat as CheckpointFormat
+    from ._spec import Command as Command
     from ._spec import ImportedCheckpoint as ImportedCheckpoint
     from ._training import TrainingState as TrainingState
 
@@ -83,6 +85,7 @@ __all__ = [
     "ArchSpec",
     "CardSection",
     "CheckpointFormat",
+    "Command",
     "ImportedCheckpoint",
     "TrainingState",
     "card_file",

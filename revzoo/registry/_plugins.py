@@ -25,7 +25,7 @@ import pluggy
 
 from ..errors import PluginError, PluginWarning
 from . import hookspecs
-from ._spec import Adapter, ArchSpec, CheckpointFormat
+from ._spec import Adapter, ArchSpec, CheckpointFormat, Command
 
 __all__ = [
     "Registry",
@@ -54,7 +54,8 @@ class Registry:
     architectures: dict[str, ArchSpec] = field(default_factory=dict)  # names and aliases
     formats: dict[str, CheckpointFormat] = field(default_factory=dict)
     adapters: dict[str, Adapter] = field(default_factory=dict)
-    owners: dict[str, str] = field(default_factory=dict)  # "arch:NAME" / "format:NAME" / "adapter:NAME" -> plugin
+    commands: dict[str, Command] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)  # "arch:NAME" / "format:NAME" / ... / "command:NAME" -> plugin
     failures: dict[str, str] = field(default_factory=dict)  # plugin name -> one-line error
     unavailable: dict[str, str] = field(default_factory=dict)  # plugin -> the optional dependency to install
     shadowed: dict[str, list[str]] = field(default_factory=dict)  # plugin -> its names another plugin provides
@@ -234,8 +235,8 @@ def load_plugins() -> None:
 
 
 _HOOKS: Final = {"register_architectures": ("arch", ArchSpec), "register_formats": ("format", CheckpointFormat),
-                 "register_adapters": ("adapter", Adapter)}
-_WHAT: Final = {"arch": "model", "format": "format", "adapter": "adapter"}
+                 "register_adapters": ("adapter", Adapter), "register_commands": ("command", Command)}
+_WHAT: Final = {"arch": "model", "format": "format", "adapter": "adapter", "command": "command"}
 
 
 def _is_wrapper(impl: pluggy.HookImpl) -> bool:
@@ -286,7 +287,8 @@ def _claims(kind: str, item: Any) -> list[str]:
 
 def _merge(registry: Registry, plugin_name: str, items: list[tuple[str, Any]], strict: bool) -> None:
     """Adds one plugin's registrations; an item whose name is taken is left out with a warning (raises if `strict`)."""
-    tables = {"arch": registry.architectures, "format": registry.formats, "adapter": registry.adapters}
+    tables = {"arch": registry.architectures, "format": registry.formats, "adapter": registry.adapters,
+              "command": registry.commands}
     if strict:
         seen: set[str] = set()
         for kind, item in items:

@@ -201,6 +201,7 @@ def plugins_info() -> list[dict[str, Any]]:
                 "models": sorted(n for kind, n in owned if kind == "arch"),
                 "formats": sorted(n for kind, n in owned if kind == "format"),
                 "adapters": sorted(n for kind, n in owned if kind == "adapter"),
+                "commands": sorted(n for kind, n in owned if kind == "command"),
                 "shadowed": sorted(reg.shadowed.get(name, [])),
                 "status": "failed" if name in reg.failures else "ok",
                 "error": reg.failures.get(name),
@@ -212,6 +213,6 @@ def plugins_info() -> list[dict[str, Any]]:
         if not plugin_manager.has_plugin(name):
             records.append(
                 {"name": name, "version": plugin_version(name), "builtin": is_builtin(name), "hooks": [], "models": [],
-                 "formats": [], "adapters": [], "shadowed": [], "status": status, "error": error}
+                 "formats": [], "adapters": [], "commands": [], "shadowed": [], "status": status, "error": error}
             )
     return sorted(records, key=lambda record: record["name"])

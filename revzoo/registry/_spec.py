@@ -1,4 +1,4 @@
-"""What plugins register: architecture specs and foreign checkpoint formats."""
+"""What plugins register: architecture specs, foreign checkpoint formats, adapters and command-line commands."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,7 +17,10 @@ from ..engine._routes import RouteTable
 from ..errors import PluginError
 from ._training import TrainingState
 
-__all__ = ["Adapter", "ArchSpec", "CheckpointFormat", "ImportedCheckpoint"]
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["Adapter", "ArchSpec", "CheckpointFormat", "Command", "ImportedCheckpoint"]
 
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
@@ -196,3 +199,28 @@ class Adapter:
         _check_name(self.name, "adapter")
         if not callable(self.wrap) or (self.unwrap is not None and not callable(self.unwrap)):
             raise PluginError(f"adapter {self.name!r}: wrap (and unwrap, if given) must be callable")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A `revzoo` sub-command that a plugin adds (the dalle plugin's `generate`), as llm's plugins add theirs.
+
+    `configure(parser)` adds the command's arguments to its `argparse.ArgumentParser`; it runs
+    whenever the command line lists the plugins' commands (`revzoo --help`), so it should be
+    cheap: import what the command needs in `run`. `run(args)` runs the command with the parsed
+    `argparse.Namespace`. Bad input is a `revzoo.RevzooError`, which the command line prints as
+    one line with exit code 2, as for its own commands. `help` is the line `revzoo --help` shows.
+    """
+
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace], None]
+    configure: Callable[[argparse.ArgumentParser], None] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise PluginError(f"command name {self.name!r} must be lowercase words joined by '-'")
+        if not isinstance(self.help, str) or not self.help or "\n" in self.help:
+            raise PluginError(f"command {self.name!r}: help must be one non-empty line")
+        if not callable(self.run) or (self.configure is not None and not callable(self.configure)):
+            raise PluginError(f"command {self.name!r}: run (and configure, if given) must be callable")

@@ -1,4 +1,5 @@
-"""The hooks a revzoo plugin implements. Both run once, when plugins are first needed."""
+"""The hooks a revzoo plugin implements. Each runs once, when plugins are first needed (by the registry, or by the
+command line when it builds its parser), and registers through the `register` callback it is given."""
 
 from __future__ import annotations
 
@@ -25,3 +26,14 @@ def register_formats(register: Callable) -> None:
 @hookspec
 def register_adapters(register: Callable) -> None:
     """Register adapters of foreign model instances: call `register(revzoo.Adapter(...))`; return None."""
+
+
+@hookspec
+def register_commands(register: Callable) -> None:
+    """Register `revzoo` sub-commands (llm's hook, for argparse): call `register(revzoo.Command(name, help, run,
+    configure))` once per command; return None.
+
+    Runs with the other hooks; the command line then calls `configure(parser)` to add the command's arguments and,
+    when the command is chosen, `run(args)`. A command whose name revzoo's own commands or an earlier plugin
+    already use is left out with a warning.
+    """

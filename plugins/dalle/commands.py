@@ -1,0 +1,86 @@
+"""`revzoo generate FILE CAPTION...`: the dalle plugin's command, added through revzoo's `register_commands` hook.
+
+A grid of images from captions, one row per caption, repeatable by seed; bad input is one
+line from the command line (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import revzoo
+
+__all__ = ["IMAGE_FORMATS", "configure_generate", "register_commands", "run_generate"]
+
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def configure_generate(parser: argparse.ArgumentParser) -> None:
+    """Adds `revzoo generate`'s arguments to `parser`."""
+    parser.add_argument("file", help="a revzoo checkpoint of a model that generates images (e.g. dalle-rev)")
+    parser.add_argument("captions", nargs="+", metavar="CAPTION")
+    parser.add_argument("--num", type=int, default=4, help="images per caption (default 4)")
+    parser.add_argument("--seed", type=int, help="seed of the sampling, for repeatable images")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--filter-thres", type=float, default=0.9, help="top-k filter: keep the top (1 - F) of the logits")
+    parser.add_argument("--cond-scale", type=float, default=1.0, help="classifier-free guidance scale (1: none)")
+    parser.add_argument("--bpe-path", help="the vocabulary file the model was trained with (tokenizers .json, yttm .model)")
+    parser.add_argument("--truncate", action="store_true", help="cut captions longer than the model's text length")
+    parser.add_argument("--device", help="e.g. cuda (default: cpu)")
+    parser.add_argument("--out", default="generated.png",
+                        help=f"the image grid to write, {', '.join(IMAGE_FORMATS)} (default generated.png)")
+    parser.add_argument("--overwrite", action="store_true")
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """Refuses an unknown image type, a directory, or an existing file without --overwrite (before any work)."""
+    out = Path(args.out)
+    if out.suffix.lower() not in IMAGE_FORMATS:
+        raise revzoo.ConfigError(f"{args.out!r}: unknown image type; use one of {', '.join(IMAGE_FORMATS)}")
+    if out.is_dir():
+        raise revzoo.ConfigError(f"{out}: is a directory; name a file to write")
+    if out.exists() and not args.overwrite:
+        raise revzoo.ConfigError(f"{out}: already exists; pass --overwrite to replace it")
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    """Runs `revzoo generate`: loads the checkpoint, samples `--num` images per caption, writes them as one grid."""
+    _check_output(args)
+    import torch
+    from torchvision.utils import save_image
+
+    from .model import Dalle
+
+    model = revzoo.load(args.file, device=args.device)
+    if not isinstance(model, Dalle):
+        raise revzoo.ConfigError(f"{args.file} holds a {model.revzoo_architecture!r} model, which does not generate "
+                                 "images")
+    if args.bpe_path:
+        model.use_tokenizer(args.bpe_path)
+    if args.num < 1:
+        raise revzoo.ConfigError(f"--num must be at least 1, got {args.num}")
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    captions = [caption for caption in args.captions for _ in range(args.num)]
+    images = model.generate_images(captions, filter_thres=args.filter_thres, temperature=args.temperature,
+                                   cond_scale=args.cond_scale, truncate_text=args.truncate, progress=sys.stderr.isatty())
+    if images.dim() != 4:
+        raise revzoo.ConfigError(f"{args.file} has no VAE to decode its image tokens; give it one (see README, "
+                                 "DALL-E's VAE)")
+    # each image scaled by its own minimum and maximum, as DALLE-pytorch's generate.py saves them, so that decoders
+    # of any output range give visible pictures
+    grid = images.detach().float().cpu()
+    image_format = IMAGE_FORMATS[Path(args.out).suffix.lower()]
+    path = revzoo.atomic_write(args.out, lambda tmp: save_image(grid, tmp, nrow=args.num, padding=2, normalize=True,
+                                                                scale_each=True, format=image_format),
+                               overwrite=args.overwrite)
+    print(f"wrote {path}: {args.num} image(s) per caption, one row per caption")
+
+
+@revzoo.hookimpl
+def register_commands(register: Callable[[revzoo.Command], None]) -> None:
+    register(revzoo.Command(name="generate", help="generate images from captions with a DALL-E checkpoint",
+                            configure=configure_generate, run=run_generate))
