@@ -19,6 +19,7 @@ from ._version import __version__ as __version__
 # public name -> the module (relative to revzoo) that defines it
 _EXPORTS = {
     "atomic_write": ".checkpoints",
+    "check_device": ".checkpoints",
     "convert": ".checkpoints",
     "create": ".checkpoints",
     "export_checkpoint": ".checkpoints",
@@ -77,6 +78,7 @@ __getattr__, __dir__ = attach(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .checkpoints import atomic_write as atomic_write
+    from .checkpoints import check_device as check_device
     from .checkpoints import convert as convert
     from .checkpoints import create as create
     from .checkpoints import export_checkpoint as export_checkpoint
@@ -154,6 +156,7 @@ __all__ = [
     "ZooModel",
     "__version__",
     "atomic_write",
+    "check_device",
     "check_reversible",
     "convert",
     "create",

@@ -87,3 +87,48 @@ def test_the_dalle_plugin_adds_generate_to_the_command_line(register_plugin, cap
     (record,) = [r for r in revzoo.plugins_info() if r["name"] == "dalle-test"]
     assert record["commands"] == ["generate"]
 
+
+@pytest.mark.parametrize("options, message", [
+    (["--device", "cpux"], "--device 'cpux' is not a device; use cpu, cuda[:N]"),
+    (["--device", "meta"], "--device 'meta': the meta device holds no data"),
+    (["--device", "cuda:7"], "--device 'cuda:7': "),  # no CUDA here, or fewer than 8 devices
+    (["--seed", str(2**64)], "--seed must be an integer from 0 to 2**64 - 1, got 18446744073709551616"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to 2**64 - 1, got -1"),
+    (["--temperature", "nan"], "--temperature must be a positive finite number, got nan"),
+    (["--temperature", "-1"], "--temperature must be a positive finite number, got -1.0"),
+    (["--temperature", "0"], "--temperature must be a positive finite number, got 0.0"),
+    (["--cond-scale", "nan"], "--cond-scale must be from -100 to 100 (1: no guidance; larger ones overflow"),
+    (["--cond-scale", "1e308"], "--cond-scale must be from -100 to 100"),
+    (["--filter-thres", "-5"], "--filter-thres must be from 0 to 1 (the fraction of the logits dropped"),
+    (["--filter-thres", "nan"], "--filter-thres must be from 0 to 1"),
+    (["--num", "100000"], "--num 100000 with 1 caption(s) asks for 100000 images in one grid; at most 256"),
+    (["--num", "0"], "--num must be at least 1, got 0"),
+    (["--out", "grid.gif"], "'grid.gif': unknown image type"),
+])
+def test_generate_refuses_bad_options_before_reading_the_file(register_plugin, tmp_path: Path, capsys, options,
+                                                              message) -> None:
+    import revzoo_dalle
+
+    register_plugin(revzoo_dalle, name="dalle-test")
+    missing = tmp_path / "not-read.safetensors"  # an option checked after loading would say this file is missing
+    code, out, err = run(capsys, "generate", missing, "a cat", "--out", tmp_path / "g.png", *options)
+    assert (code, out) == (2, "") and err.startswith(f"revzoo: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_generate_on_cuda_without_a_gpu_is_one_line(register_plugin, tmp_path: Path, capsys, monkeypatch) -> None:
+    import revzoo_dalle
+
+    register_plugin(revzoo_dalle, name="dalle-test")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run(capsys, "generate", tmp_path / "m.safetensors", "a cat", "--device", "cuda")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("revzoo: error: --device 'cuda': CUDA is not available on this machine") and \
+        "use --device cpu" in err
+
+
+def test_generate_images_refuses_what_cannot_sample(checkpoint: Path) -> None:
+    model = revzoo.load(checkpoint)
+    for options in ({"temperature": 0.0}, {"filter_thres": 1.5}, {"cond_scale": float("inf")}):
+        with pytest.raises(revzoo.ConfigError, match=f"^{next(iter(options))} must be"):
+            model.generate_images("a cat", **options)

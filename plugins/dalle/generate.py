@@ -5,6 +5,7 @@ Bound as `Dalle.generate_images`; takes the model as a plain module so that mode
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +14,33 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-__all__ = ["generate_images", "generate_texts", "gumbel_sample", "top_k_filter"]
+import revzoo
+
+__all__ = ["MAX_COND_SCALE", "check_sampling", "generate_images", "generate_texts", "gumbel_sample", "top_k_filter"]
+
+# Guidance multiplies the difference of two logits; past this, float16 logits (max 65504) overflow to inf and the
+# sample is an argmax over NaN. Classifier-free guidance uses 1 to 10.
+MAX_COND_SCALE = 100.0
+
+
+def check_sampling(filter_thres: float, temperature: float, cond_scale: float = 1.0, *, cli: bool = False) -> None:
+    """Raises revzoo.ConfigError (naming the --option when `cli`) unless the sampling options can sample.
+
+    `filter_thres` from 0 to 1 (below 0 asks topk for more logits than there are; NaN too), `temperature`
+    positive and finite (0, a negative or an infinite one divides the logits into inf or NaN), `cond_scale`
+    from -MAX_COND_SCALE to MAX_COND_SCALE. NaN is refused everywhere.
+    """
+    def named(name: str) -> str:
+        return "--" + name.replace("_", "-") if cli else name
+
+    if not 0 <= filter_thres <= 1:
+        raise revzoo.ConfigError(f"{named('filter_thres')} must be from 0 to 1 (the fraction of the logits dropped "
+                                 f"before sampling), got {filter_thres}")
+    if not 0 < temperature < math.inf:
+        raise revzoo.ConfigError(f"{named('temperature')} must be a positive finite number, got {temperature}")
+    if not abs(cond_scale) <= MAX_COND_SCALE:
+        raise revzoo.ConfigError(f"{named('cond_scale')} must be from {-MAX_COND_SCALE:g} to {MAX_COND_SCALE:g} "
+                                 f"(1: no guidance; larger ones overflow the logits), got {cond_scale}")
 
 
 def top_k_filter(logits: torch.Tensor, thres: float = 0.5) -> torch.Tensor:
@@ -66,8 +93,10 @@ def generate_images(
     tokens (default: 7/16 of the grid, as OpenAI primed 14 of 32 rows). With the same seed,
     `use_cache` changes the speed only, not the tokens. `progress` shows a bar on stderr.
     `clip`: a module called as DALLE-pytorch calls its CLIP, `clip(text, images, return_loss=False)`;
-    then `(images, scores)` is returned, to rank the images.
+    then `(images, scores)` is returned, to rank the images. Sampling options that cannot
+    sample (see `check_sampling`) are a revzoo.ConfigError before any work.
     """
+    check_sampling(filter_thres, temperature, cond_scale)
     if isinstance(text, str) or (isinstance(text, Sequence) and not isinstance(text, torch.Tensor)):
         text = model.tokenize(text, truncate_text=truncate_text)
     was_training = model.training
@@ -116,6 +145,7 @@ def generate_texts(
     precede by `<bos>`; the same is done here so that the same seed gives the same text.
     `tokenizer` defaults to the model's; upstream's tokenizer module (with `.tokenizer`) works too.
     """
+    check_sampling(filter_thres, temperature)
     tokenizer = model.tokenizer if tokenizer is None else getattr(tokenizer, "tokenizer", tokenizer)
     device = model.logits_mask.device
     ids = [0] if not text else list(tokenizer.encode(text))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from dataclasses import asdict
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 
 from .._version import __version__
-from ..errors import ConfigError
+from ..checkpoints import check_device
 from ..registry import get_architecture, list_models, loaded_registry
 from ._measure import alternate_times, measure_cuda_peak, measure_peak, peak_in_subprocess
 from ._models import (
@@ -345,15 +344,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _setting(device: str, precision: str | None) -> Setting:
     """Returns the Setting of `--device` and `--precision`, refusing a device this machine does not have."""
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise ConfigError(f"--device {device!r} is not a device revzoo bench runs on; use cpu, cuda or cuda:N")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device!r}: CUDA is not available on this machine (torch "
-                          f"{torch.__version__}); use --device cpu, or run on a machine with a CUDA GPU")
-    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
-        raise ConfigError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                          "use cuda:0 to cuda:N-1")
-    bf16 = device != "cpu" if precision is None else precision == "bf16"
+    kind = check_device(device, kinds=("cpu", "cuda"), option="--device").type
+    bf16 = kind != "cpu" if precision is None else precision == "bf16"
     return Setting(device=device, bf16=bf16)
 
 

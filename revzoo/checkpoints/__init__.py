@@ -13,6 +13,7 @@ from ._checkpoint import load as load
 from ._checkpoint import probe_forms as probe_forms
 from ._checkpoint import read_metadata as read_metadata
 from ._checkpoint import save as save
+from ._device import check_device as check_device
 from ._foreign import read_foreign as read_foreign
 from ._hub import create as create
 from ._hub import load_from_hub as load_from_hub
@@ -26,6 +27,7 @@ from ._write import atomic_write as atomic_write
 
 __all__ = [
     "atomic_write",
+    "check_device",
     "convert",
     "convert_preserving",
     "create",

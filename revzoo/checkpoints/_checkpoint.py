@@ -17,6 +17,7 @@ from ..engine import FORMS, coupling_record, get_form
 from ..errors import CheckpointError, CheckpointWarning
 from ..registry import TrainingState, get_format, resolve
 from ._build import build_for, read_with
+from ._device import check_device
 from ._directory import pretrained_files
 from ._foreign import read_foreign, tensor_items
 from ._io import SAFETENSORS_SUFFIX, check_output, progress_bar, require_file, save_safetensors
@@ -176,11 +177,14 @@ def load(
     (the one most of its floating-point numbers have, as Hugging Face's `torch_dtype="auto"`),
     so a bfloat16 file stays bfloat16; None keeps the dtype the model is built in; a torch
     dtype (or its name) casts. A file of an older schema of its architecture is migrated by
-    the plugin's migrations. Raises CheckpointError if anything does not fit.
+    the plugin's migrations. Raises CheckpointError if anything does not fit, and ConfigError
+    for a `device` this machine does not have, before reading the file (see `check_device`).
 
     Example:
         >>> model = revzoo.load("dalle.safetensors", form="sequential")
     """
+    if device is not None:
+        device = check_device(device)
     if Path(path).is_dir() and architecture is None and config is None:
         path, saved = pretrained_files(path)  # the weights' own metadata rebuilds the model when they carry it
         architecture, config, form = saved["architecture"], saved["config"], form or saved.get("form")
