@@ -183,6 +183,8 @@ def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"revzoo {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_core_commands(commands)
+    for sub in commands.choices.values():
+        sub.set_defaults(_command_parser=sub)
     if not argv or argv[0] not in {*commands.choices, "--version"}:
         _add_plugin_commands(commands)
     return parser
@@ -278,7 +280,7 @@ def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
             continue
         sub = commands.add_parser(name, help=command.help, parents=[own], add_help=False, description=own.description,
                                   epilog=own.epilog, formatter_class=own.formatter_class)
-        sub.set_defaults(_run=command.run)
+        sub.set_defaults(_run=command.run, _command_parser=sub)
 
 
 @contextlib.contextmanager
@@ -312,12 +314,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         with _warnings_as_lines():
-            parser = _parser(argv)
-            args, unparsed = parser.parse_known_args(argv)
+            args, unparsed = _parser(argv).parse_known_args(argv)
             if getattr(args, "_passes_options_on", False):
                 args.bench_args = unparsed
-            elif unparsed:
-                parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
+            elif unparsed:  # the chosen command's usage, not the top level's
+                args._command_parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
             args._run(args)
             sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     except RevzooError as err:

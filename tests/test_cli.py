@@ -86,3 +86,11 @@ def test_bench_options_reach_the_benchmark(capsys) -> None:
         main(["bench", "--help"])
     assert exit_info.value.code == 0
     assert "usage: revzoo bench" in capsys.readouterr().out
+
+
+def test_a_bad_option_shows_the_commands_own_usage(capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["list", "--bogus"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert err == "usage: revzoo list [-h] [--json] [pattern]\nrevzoo list: error: unrecognized arguments: --bogus\n"

@@ -57,6 +57,14 @@ def test_a_third_party_plugin_adds_a_command_that_runs(register_plugin, capsys) 
     assert record["commands"] == ["hello"] and record["hooks"] == ["register_commands"]
 
 
+def test_a_bad_argument_of_a_plugin_command_shows_its_own_usage(register_plugin, capsys) -> None:
+    register_plugin(HelloPlugin(), name="hello-plugin")
+    with pytest.raises(SystemExit) as stop:
+        main(["hello", "zoo", "--bogus"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("usage: revzoo hello") and "unrecognized arguments: --bogus" in err
+
+
 def _entry_point(monkeypatch, name: str, plugin: object) -> metadata.EntryPoint:
     """A real entry point in the `revzoo` group whose module is `plugin` (put in sys.modules for the test)."""
     module = types.ModuleType(f"fake_{name}")
