@@ -52,6 +52,7 @@ _EXPORTS = {
     "UnknownAdapterError": ".errors",
     "UnknownFormatError": ".errors",
     "UnknownModelError": ".errors",
+    "UnknownOptionError": ".errors",
     "Adapter": ".registry",
     "ArchSpec": ".registry",
     "CheckpointFormat": ".registry",
@@ -111,6 +112,7 @@ if TYPE_CHECKING:
     from .errors import UnknownAdapterError as UnknownAdapterError
     from .errors import UnknownFormatError as UnknownFormatError
     from .errors import UnknownModelError as UnknownModelError
+    from .errors import UnknownOptionError as UnknownOptionError
     from .registry import Adapter as Adapter
     from .registry import ArchSpec as ArchSpec
     from .registry import CheckpointFormat as CheckpointFormat
@@ -153,6 +155,7 @@ __all__ = [
     "UnknownAdapterError",
     "UnknownFormatError",
     "UnknownModelError",
+    "UnknownOptionError",
     "ZooModel",
     "__version__",
     "atomic_write",

@@ -137,6 +137,8 @@ def _option(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
         return key, json.loads(value)
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"{key}: the value is JSON nested too deep to read") from None
     except ValueError:
         return key, value
 
@@ -162,6 +164,28 @@ def _cmd_export(args: argparse.Namespace) -> None:
     path = checkpoints.export_checkpoint(args.format, args.src, args.dst, overwrite=args.overwrite,
                                          training_state=args.training_state)
     print(f"wrote {path}")
+
+
+def _cmd_create(args: argparse.Namespace) -> None:
+    import torch
+
+    from . import checkpoints
+    from .checkpoints._io import check_output
+
+    if not 0 <= args.seed < 2**64:
+        raise RevzooError(f"--seed must be an integer from 0 to 2**64 - 1, got {args.seed}")
+    state = checkpoints.training_state_beside(args.dst)
+    check_output(None, args.dst, args.overwrite)  # before any work, as convert does
+    check_output(None, state, args.overwrite)
+    torch.manual_seed(args.seed)
+    model = checkpoints.create(args.name, **dict(args.option or []))
+    path = checkpoints.save(model, args.dst)
+    count = sum(parameter.numel() for parameter in model.parameters())
+    print(f"wrote {path}: a fresh {args.name!r} model (form {checkpoints.read_metadata(path)['form']}, seed "
+          f"{args.seed}), {count:,} parameters")
+    if state.is_file():  # the training state of the model just replaced: it must not be paired with this one
+        state.unlink()
+        print(f"removed {state} (the training state of the model replaced)")
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -244,6 +268,15 @@ def _add_core_commands(commands: argparse._SubParsersAction) -> None:
                           "if present)")
     sub.add_argument("--overwrite", action="store_true")
     sub.set_defaults(_run=_cmd_export)
+
+    sub = commands.add_parser("create", help="write a fresh, seeded checkpoint of a named architecture")
+    sub.add_argument("name", help="a registered model name (see revzoo list), e.g. NAME-rev for the reversible form")
+    sub.add_argument("dst", metavar="OUT", help="the safetensors file to write (NAME.index.json: shards)")
+    sub.add_argument("--option", type=_option, action="append", metavar="KEY=VALUE",
+                     help="a config option overriding the architecture's default, e.g. depth=4 (repeatable)")
+    sub.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0: the same each time)")
+    sub.add_argument("--overwrite", action="store_true")
+    sub.set_defaults(_run=_cmd_create)
 
     sub = commands.add_parser("bench", help="measure memory against depth and step time of the forms (--help: its options)",
                               add_help=False)

@@ -12,6 +12,7 @@ __all__ = [
     "UnknownAdapterError",
     "UnknownFormatError",
     "UnknownModelError",
+    "UnknownOptionError",
 ]
 
 
@@ -42,6 +43,10 @@ class UnknownAdapterError(RevzooError, KeyError):
 
 class ConfigError(RevzooError, ValueError):
     """Hyperparameters that do not describe a valid model."""
+
+
+class UnknownOptionError(ConfigError, TypeError):
+    """An option the architecture does not take: a TypeError, as for a function called with an unknown keyword."""
 
 
 class PluginError(RevzooError, ValueError):

@@ -56,14 +56,15 @@ def progress_bar(total: int, description: str) -> tqdm:
                 disable=not sys.stderr.isatty(), leave=False)
 
 
-def check_output(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool) -> None:
-    """Refuses to write over the input, over a directory, or over any existing file without `overwrite`."""
+def check_output(src: str | os.PathLike | None, dst: str | os.PathLike, overwrite: bool) -> None:
+    """Refuses to write over the input (`src`, None when there is none), over a directory, or over any existing file
+    without `overwrite`."""
     dst = Path(dst)
     if not dst.exists():
         return
     if dst.is_dir():
         raise CheckpointError(f"{dst}: is a directory; name a file to write")
-    if Path(src).exists() and os.path.samefile(src, dst):
+    if src is not None and Path(src).exists() and os.path.samefile(src, dst):
         if not overwrite:
             raise CheckpointError(f"{dst}: output is the input file; pass --overwrite to replace it")
     elif not overwrite:

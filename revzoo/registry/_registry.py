@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..engine import ZooModel
-from ..errors import ConfigError, PluginError, UnknownFormatError, UnknownModelError
+from ..errors import ConfigError, PluginError, UnknownFormatError, UnknownModelError, UnknownOptionError
 from ._declared import check_declarations
 from ._plugins import is_builtin, loaded_registry, missing_extra, plugin_distribution, plugin_manager, plugin_version
 from ._spec import ArchSpec, CheckpointFormat
@@ -119,7 +119,7 @@ def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
         overrides[spec.subname_key] = subname
     unknown = sorted(set(overrides) - set(spec.defaults))
     if unknown and not spec.open_config:
-        raise TypeError(
+        raise UnknownOptionError(
             f"{spec.name!r} got unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(spec.defaults))}"
         )
     config = {**spec.defaults, **overrides}
