@@ -35,8 +35,11 @@ def test_train_then_generate_from_a_caption(tmp_path: Path, monkeypatch: pytest.
     assert len(list(shapes.glob("*.png"))) == len(list(shapes.glob("*.txt"))) == 12
     _tool(monkeypatch, str(shapes), str(run), "--vae-steps", "2", "--steps", "2", "--dim", "16", "--depth", "1",
           "--batch", "2")
-    printed = capsys.readouterr().out
-    assert "VAE: 2 steps" in printed and "DALL-E: 2 steps" in printed and "try: revzoo generate" in printed
+    printed = capsys.readouterr()
+    assert "VAE: 2 steps" in printed.out and "DALL-E: 2 steps" in printed.out and "try: revzoo generate" in printed.out
+    progress = [line.split(", loss")[0] for line in printed.err.splitlines()]  # off a terminal: lines, not a bar
+    assert progress[:2] == ["VAE: 1/2 steps", "VAE: 2/2 steps"]
+    assert progress[3:5] == ["DALL-E: 1/2 steps", "DALL-E: 2/2 steps"]
 
     model = revzoo.load(run / "dalle.safetensors")
     assert model.vae is not None and model.revzoo_config["tokenizer"] == "clip"

@@ -22,6 +22,7 @@ from torchvision import transforms
 
 import revzoo
 from revzoo.bench._demo import captioned_shapes
+from revzoo.bench._progress import Progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -76,28 +77,32 @@ def main(argv: list[str] | None = None) -> None:
     vae = revzoo.create("discrete-vae", image_size=args.image_size, num_layers=2, num_tokens=64, codebook_dim=64,
                         hidden_dim=32)
     optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
-    for _ in range(args.vae_steps):
-        batch = images[torch.randint(0, len(images), (args.batch,))]
-        loss = vae(batch, return_loss=True)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with Progress("VAE", args.vae_steps, every=max(1, args.vae_steps // 10)) as progress:
+        for _ in range(args.vae_steps):
+            batch = images[torch.randint(0, len(images), (args.batch,))]
+            loss = vae(batch, return_loss=True)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            progress.step(f"steps, loss {loss.item():.4f}")
     vae_path = revzoo.save(vae, args.out / 'vae.safetensors')
-    print(f"VAE: {args.vae_steps} steps, reconstruction loss {loss.item():.4f} -> {vae_path}")
+    print(f"VAE: {args.vae_steps} steps, reconstruction loss {loss.item():.4f} -> {vae_path}", flush=True)
 
     model = revzoo.create("dalle-rev", vae=vae, num_text_tokens=49408, text_seq_len=args.text_seq_len, dim=args.dim,
                           depth=args.depth, heads=4, dim_head=16)
     codes = model.image_tokens(images)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.999)
-    for _ in range(args.steps):
-        rows = torch.randint(0, len(images), (args.batch,)).tolist()
-        text = model.tokenize([pick.choice(captions[row]) for row in rows], truncate_text=True)
-        loss = model(text, codes[rows], return_loss=True, null_cond_prob=0.1)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+    with Progress("DALL-E", args.steps, every=max(1, args.steps // 10)) as progress:
+        for _ in range(args.steps):
+            rows = torch.randint(0, len(images), (args.batch,)).tolist()
+            text = model.tokenize([pick.choice(captions[row]) for row in rows], truncate_text=True)
+            loss = model(text, codes[rows], return_loss=True, null_cond_prob=0.1)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            progress.step(f"steps, loss {loss.item():.3f}")
     path = revzoo.save(model, args.out / "dalle.safetensors")
     state = revzoo.save_training_state(args.out / "dalle.training.safetensors", model, optimizer, scheduler, epoch=1)
     print(f"DALL-E: {args.steps} steps, loss {loss.item():.3f} -> {path} (training state: {state})")
