@@ -4,28 +4,34 @@ Part 1, a transformer stack (pre-norm attention + feed-forward blocks) as sequen
 reversible, per-sub-layer `torch.utils.checkpoint`, and revlib / memcnn where installed, all at
 equal work (the same blocks at full width); before anything is timed, each configuration's
 gradients are checked against plain autograd of the function it computes.
-Part 2, each registered architecture with a small config and example inputs, in its two
-forms and with checkpointed blocks. On the CPU, memory is measured per configuration in its
-own process (resident peak); on CUDA, in one process (`torch.cuda.max_memory_allocated`).
-Times alternate configurations in one process and are reported relative to the sequential
-form. The recompute lower bound is the sequential step plus one no-grad forward.
+Part 2, the architectures of revzoo's own plugins (or those named with `--architectures`)
+with a small config and example inputs, in their two forms and with checkpointed blocks.
+On the CPU, memory is measured per configuration in its own process (resident peak); on
+CUDA, in one process (`torch.cuda.max_memory_allocated`). Times alternate configurations in
+one process and are reported relative to the sequential form. The recompute lower bound is
+the sequential step plus one no-grad forward.
+
+Every option is checked before anything is measured. The results are written after each
+part, so a run that stops keeps what it measured; off a terminal a line per stage goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import sys
-import time
-from dataclasses import asdict
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .._version import __version__
 from ..checkpoints import check_device
-from ..registry import get_architecture, list_models, loaded_registry
+from ..errors import ConfigError
+from ..registry import get_architecture, list_models, loaded_registry, plugins_info, resolve
 from ._measure import alternate_times, measure_cuda_peak, measure_peak, peak_in_subprocess
 from ._models import (
     ARCH_KINDS,
@@ -36,11 +42,43 @@ from ._models import (
     gradient_difference,
     stack_step,
 )
+from ._progress import Progress
+from ._report import format_results, write_results
 
-__all__ = ["main", "run_bench"]
+__all__ = ["FULL", "QUICK", "Plan", "main", "run_bench", "select_architectures"]
 
-MIB = 2**20
 GRADIENT_TOLERANCE = 1e-9  # float64; the engine's own tests hold to 1e-10 absolute on small stacks
+NO_FILES = "-"  # --out -: print the report only
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run measures: the stack's depths (memory) and time depth, the architectures' likewise, the timing
+    rounds and the stack's size."""
+
+    depths: tuple[int, ...] = (4, 8, 16, 32, 64)
+    time_depth: int = 16
+    arch_depths: tuple[int, ...] = (4, 16, 64)
+    arch_time_depth: int = 16
+    rounds: int = 5
+    config: StackConfig = StackConfig()
+
+    def check(self) -> None:
+        """Raises ConfigError naming the option of the first value that cannot be measured (before any work)."""
+        for option, values in (("--depths", self.depths), ("--time-depth", [self.time_depth]),
+                               ("--arch-depths", self.arch_depths), ("--arch-time-depth", [self.arch_time_depth]),
+                               ("--rounds", [self.rounds]), *((f"--{field.name}", [getattr(self.config, field.name)])
+                                                              for field in dataclasses.fields(StackConfig))):
+            if not values or any(value < 1 for value in values):
+                raise ConfigError(f"{option} {' '.join(map(str, values))}: must be at least 1")
+        if self.config.dim % self.config.heads:
+            raise ConfigError(f"--dim {self.config.dim} is not a multiple of --heads {self.config.heads}")
+
+
+FULL = Plan()
+# --quick: a smoke run of every part in a minute or two on 2 cores; the architectures at one depth (a process each)
+QUICK = Plan(depths=(2, 8), time_depth=2, arch_depths=(2,), arch_time_depth=2, rounds=2,
+             config=StackConfig(dim=64, heads=2, seq=128, batch=2))
 
 
 def _peak_of(model: torch.nn.Module, step, setting: Setting) -> int:
@@ -88,6 +126,7 @@ def check_gradients(config: StackConfig, depth: int, kinds: tuple[str, ...], dev
 
 
 def _benchable_architectures() -> list[str]:
+    """Returns every registered architecture the bench can measure: example inputs, a depth option, both forms."""
     names = []
     for name in list_models(exclude="*-rev"):
         spec = get_architecture(name)
@@ -96,89 +135,135 @@ def _benchable_architectures() -> list[str]:
     return names
 
 
-class _Progress:
-    """A tqdm bar on stderr over the measurements, drawn only on a terminal (a plain line per step without tqdm)."""
+def select_architectures(patterns: Sequence[str] | None = None) -> list[str]:
+    """Returns the architectures to bench: by default those of revzoo's own plugins (an installed third-party
+    plugin's only when named); else those matching the names or fnmatch patterns, each of which must match one.
 
-    def __init__(self, total: int) -> None:
-        try:
-            from tqdm import tqdm
+    Raises UnknownModelError for an unknown name, ConfigError for a pattern matching nothing benchable.
+    """
+    benchable = _benchable_architectures()
+    if patterns is None:
+        builtin = {model for plugin in plugins_info() if plugin["builtin"] for model in plugin["models"]}
+        return [name for name in benchable if name in builtin]
+    chosen: list[str] = []
+    for pattern in patterns:
+        names = list_models(pattern) if re.search(r"[*?[]", pattern) else [pattern]
+        matched = [name for name in dict.fromkeys(resolve(name)[0].name for name in names) if name in benchable]
+        if not matched:
+            raise ConfigError(f"--architectures {pattern!r}: no architecture the bench can measure matches "
+                              f"(it needs example inputs, a depth option and both forms); these can: "
+                              f"{', '.join(benchable) or 'none'} (see: revzoo list)")
+        chosen += [name for name in matched if name not in chosen]
+    return chosen
 
-            self.bar = tqdm(total=total, file=sys.stderr, desc="revzoo bench", disable=not sys.stderr.isatty())
-        except ImportError:
-            self.bar = None
 
-    def step(self, label: str) -> None:
-        if self.bar is None:
-            print(f"  ... {label}", file=sys.stderr, flush=True)
-        else:
-            self.bar.set_postfix_str(label)
-            self.bar.update()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def _check_out(out_dir: str) -> Path:
+    """Returns `out_dir` as a directory made and proven writable now, or raises ConfigError (before any work)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out_dir!r} is a file; name a directory for bench.md, bench.json and memory.png "
+                          f"(or --out {NO_FILES} to write nothing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--out {out_dir!r}: cannot write there ({err.strerror or err}); name a writable "
+                          f"directory (or --out {NO_FILES} to write nothing)") from err
+    return out
 
 
 def run_bench(
-    depths: tuple[int, ...] = (4, 8, 16, 32, 64),
-    time_depth: int = 16,
-    arch_depths: tuple[int, ...] = (4, 16, 64),
-    arch_time_depth: int = 16,
-    rounds: int = 5,
+    depths: tuple[int, ...] | None = None,
+    time_depth: int | None = None,
+    arch_depths: tuple[int, ...] | None = None,
+    arch_time_depth: int | None = None,
+    rounds: int | None = None,
     config: StackConfig | None = None,
     quick: bool = False,
     out_dir: str | None = "bench-results",
-    architectures: bool = True,
+    architectures: Sequence[str] | None = None,
     setting: Setting | None = None,
 ) -> dict[str, Any]:
     """Measures everything, prints the tables, writes `bench.md`, `bench.json` and `memory.png` to `out_dir`.
 
-    `setting` is where the steps run (default: the CPU in float32).
+    Options left None come from QUICK with `quick`, else from FULL. `architectures`: names or fnmatch
+    patterns (None: the built-in plugins' architectures; empty: none). `out_dir` None or "-": no files.
+    `setting` is where the steps run (default: the CPU in float32). Every option is checked before any
+    measuring; the files are rewritten after each part, and a run that fails or is interrupted writes
+    and prints what it measured, noting where it stopped, before the error propagates.
     """
-    config = config or StackConfig()
+    given = {"depths": depths, "time_depth": time_depth, "arch_depths": arch_depths,
+             "arch_time_depth": arch_time_depth, "rounds": rounds, "config": config}
+    plan = dataclasses.replace(QUICK if quick else FULL, **{key: value for key, value in given.items()
+                                                             if value is not None})
+    plan.check()
+    plan = dataclasses.replace(plan, depths=tuple(sorted(set(plan.depths))),
+                               arch_depths=tuple(sorted(set(plan.arch_depths))))
     setting = setting or Setting()
-    if quick:
-        depths, time_depth, arch_depths, arch_time_depth, rounds = (2, 4, 8), 4, (2, 4), 4, 3
-        config = StackConfig(dim=128, heads=4, seq=256, batch=2)
+    arch_names = select_architectures(architectures)
+    out = None if out_dir in (None, NO_FILES) else _check_out(out_dir)
     kinds = available_stack_kinds()
-    arch_names = _benchable_architectures() if architectures else []
-    progress = _Progress(len(depths) * len(kinds) + 2 + len(arch_names) * (len(arch_depths) * len(ARCH_KINDS) + 1))
-    progress.step(f"stack gradients at depth {time_depth}")
-    checked = check_gradients(config, time_depth, kinds, setting.device)
     results: dict[str, Any] = {
         "setting": {**asdict(setting), "description": setting.describe()},
-        "stack": {"config": asdict(config), "memory": {k: {} for k in kinds}, "gradient_check": checked},
+        "stack": {"config": asdict(plan.config), "time_depth": plan.time_depth, "memory": {k: {} for k in kinds}},
         "architectures": {},
     }
-    for depth in depths:
-        for kind in kinds:
-            progress.step(f"stack {kind} depth {depth}")
-            values = [kind, str(depth), json.dumps(asdict(config))]
-            results["stack"]["memory"][kind][depth] = _memory(setting, "--measure-stack", values)
-    progress.step(f"stack time at depth {time_depth}")
-    results["stack"]["time_depth"] = time_depth
-    results["stack"]["time"] = _stack_times(config, time_depth, kinds, rounds, setting)
-    for name in arch_names:
-        memory = {kind: {} for kind in ARCH_KINDS}
-        for depth in arch_depths:
-            for kind in ARCH_KINDS:
-                progress.step(f"{name} {kind} depth {depth}")
-                memory[kind][depth] = _memory(setting, "--measure-arch", [name, kind, str(depth)])
-        progress.step(f"{name} time")
-        runs = {kind: arch_step(name, arch_time_depth, kind, setting)[1] for kind in ARCH_KINDS}
-        times = alternate_times(runs, "sequential", rounds)
-        results["architectures"][name] = {"memory": memory, "time": times, "time_depth": arch_time_depth,
-                                          "small": dict(get_architecture(name).small)}
+    total = 2 + len(plan.depths) * len(kinds) + len(arch_names) * (len(plan.arch_depths) * len(ARCH_KINDS) + 1)
+    progress = Progress("revzoo bench", total)
+    try:
+        stage = f"stack gradients at depth {plan.time_depth}"
+        progress.step(stage)
+        results["stack"]["gradient_check"] = check_gradients(plan.config, plan.time_depth, kinds, setting.device)
+        for depth in plan.depths:
+            for kind in kinds:
+                stage = f"stack {kind} depth {depth}"
+                progress.step(stage)
+                values = [kind, str(depth), json.dumps(asdict(plan.config))]
+                results["stack"]["memory"][kind][depth] = _memory(setting, "--measure-stack", values)
+        _save(results, out)
+        stage = f"stack time at depth {plan.time_depth}"
+        progress.step(stage)
+        results["stack"]["time"] = _stack_times(plan.config, plan.time_depth, kinds, plan.rounds, setting,
+                                                progress.note)
+        _save(results, out)
+        for name in arch_names:
+            memory: dict[str, dict[int, int]] = {kind: {} for kind in ARCH_KINDS}
+            results["architectures"][name] = {"memory": memory, "time_depth": plan.arch_time_depth,
+                                              "small": dict(get_architecture(name).small)}
+            for depth in plan.arch_depths:
+                for kind in ARCH_KINDS:
+                    stage = f"{name} {kind} depth {depth}"
+                    progress.step(stage)
+                    memory[kind][depth] = _memory(setting, "--measure-arch", [name, kind, str(depth)])
+            stage = f"{name} time at depth {plan.arch_time_depth}"
+            progress.step(stage)
+            runs = {kind: arch_step(name, plan.arch_time_depth, kind, setting)[1] for kind in ARCH_KINDS}
+            results["architectures"][name]["time"] = alternate_times(runs, "sequential", plan.rounds, progress.note)
+            _save(results, out)
+    except BaseException as err:  # Ctrl-C too; a SIGTERM or SIGKILL leaves the files _save wrote after each part
+        progress.close(stopped=stage)
+        results["incomplete"] = f"stopped during {stage}: {type(err).__name__}: {err}".splitlines()[0]
+        _finish(results, out, plot=False)
+        raise
     progress.close()
-    report = format_results(results)
-    print(report)
-    if out_dir is not None:
-        _write(results, report, Path(out_dir))
+    _finish(results, out, plot=True)
     return results
 
 
+def _save(results: dict[str, Any], out: Path | None) -> None:
+    if out is not None:
+        write_results(results, out, plot=False)
+
+
+def _finish(results: dict[str, Any], out: Path | None, plot: bool) -> None:
+    print(format_results(results), flush=True)
+    if out is not None:
+        print("wrote " + ", ".join(map(str, write_results(results, out, plot=plot))), flush=True)
+
+
 def _stack_times(
-    config: StackConfig, depth: int, kinds: tuple[str, ...], rounds: int, setting: Setting
+    config: StackConfig, depth: int, kinds: tuple[str, ...], rounds: int, setting: Setting, progress=None
 ) -> dict[str, float]:
     built = {kind: stack_step(config, depth, kind, setting) for kind in kinds}
     sequential = built["sequential"][0]
@@ -191,122 +276,9 @@ def _stack_times(
 
     runs = {kind: step for kind, (_, step) in built.items()}
     runs["no-grad forward"] = no_grad_forward
-    times = alternate_times(runs, "sequential", rounds)
+    times = alternate_times(runs, "sequential", rounds, progress)
     times["lower bound"] = 1.0 + times.pop("no-grad forward")
     return times
-
-
-def _memory_table(memory: dict[str, dict[int, int]], reference: str = "sequential") -> list[str]:
-    kinds = list(memory)
-    depths = sorted(memory[reference])
-    lines = ["| depth | " + " | ".join(kinds) + " | reversible / sequential |", "|---:|" + "---:|" * (len(kinds) + 1)]
-    for depth in depths:
-        cells = [f"{memory[kind][depth] / MIB:.1f}" for kind in kinds]
-        ratio = memory["reversible"][depth] / memory[reference][depth]
-        lines.append(f"| {depth} | " + " | ".join(cells) + f" | {ratio:.2f} |")
-    growth = memory["reversible"][depths[-1]] / max(memory["reversible"][depths[0]], 1)
-    return [*lines, "", f"reversible memory at depth {depths[-1]} / depth {depths[0]}: {growth:.2f}x"]
-
-
-def _memory_method(setting: dict[str, Any]) -> str:
-    if torch.device(setting["device"]).type == "cuda":
-        return "`torch.cuda.max_memory_allocated` above the memory allocated before the step"
-    return "resident peak above the resident size before the step, each configuration in its own process"
-
-
-def format_results(results: dict[str, Any]) -> str:
-    stack = results["stack"]
-    config, times = stack["config"], stack["time"]
-    setting = results.get("setting", {"device": "cpu", "description": "cpu, float32"})
-    kinds = [k for k in times if k != "lower bound"]
-    checked = stack.get("gradient_check", {})
-    lines = [
-        f"On {setting['description']}; memory: {_memory_method(setting)}.",
-        "",
-        f"### Transformer stack (dim {config['dim']}, heads {config['heads']}, seq {config['seq']}, "
-        f"batch {config['batch']})",
-        "",
-        "Every configuration runs the same blocks at full width (equal work); revlib and memcnn get the features "
-        "doubled, `[x, x]`, and their output halves are averaged, which is exactly revzoo's reversible function.",
-    ]
-    if checked:
-        lines += [
-            f"Before timing, each configuration's gradients (input and every parameter, float64, depth "
-            f"{stack['time_depth']}) were compared with plain autograd of the function it computes; largest "
-            "relative difference: " + ", ".join(f"{kind} {difference:.1e}" for kind, difference in checked.items())
-            + ".",
-        ]
-    lines += [
-        "",
-        "Peak activation memory of one training step, MiB:",
-        "",
-        *_memory_table(stack["memory"]),
-        "",
-        f"Training-step time at depth {stack['time_depth']}, relative to the sequential form (median of rounds):",
-        "",
-        "| " + " | ".join(kinds) + " | recompute lower bound | reversible / lower bound |",
-        "|" + "---:|" * (len(kinds) + 2),
-        "| " + " | ".join(f"{times[k]:.2f}" for k in kinds)
-        + f" | {times['lower bound']:.2f} | {times['reversible'] / times['lower bound']:.3f} |",
-    ]
-    for name, arch in results["architectures"].items():
-        arch_times = arch["time"]
-        lines += [
-            "",
-            f"### {name} (small: {json.dumps(arch['small'])})",
-            "",
-            "Peak activation memory of one training step on its example input, MiB:",
-            "",
-            *_memory_table(arch["memory"]),
-            "",
-            f"Step time at depth {arch['time_depth']} relative to sequential: reversible "
-            f"{arch_times['reversible']:.2f}, checkpoint {arch_times['checkpoint']:.2f}",
-        ]
-    return "\n".join(lines)
-
-
-def _write(results: dict[str, Any], report: str, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    command = "revzoo bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:])
-    provenance = {"command": command.strip(), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-                  "revzoo": __version__}
-    (out / "bench.json").write_text(json.dumps({**results, "provenance": provenance}, indent=2))
-    (out / "bench.md").write_text(f"Measured with `{command.strip()}`.\n\n{report}\n")
-    written = [out / "bench.md", out / "bench.json"]
-    try:
-        written.append(_plot(results, out / "memory.png"))
-    except ImportError:
-        print("matplotlib is not installed (pip install 'revzoo[plot]'): no plot", file=sys.stderr)
-    print("wrote " + ", ".join(map(str, written)))
-
-
-def _plot(results: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("transformer stack", results["stack"]["memory"])]
-    panels += [(name, arch["memory"]) for name, arch in results["architectures"].items()]
-    columns = min(3, len(panels))
-    rows = -(-len(panels) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.4 * rows), squeeze=False)
-    for axis in axes.flat[len(panels):]:
-        axis.set_visible(False)
-    for axis, (title, memory) in zip(axes.flat, panels):
-        for kind, by_depth in memory.items():
-            depths = sorted(int(d) for d in by_depth)
-            axis.plot(depths, [by_depth[d] / MIB for d in depths], marker="o", label=kind)
-        axis.set_xticks(depths, [str(d) for d in depths])
-        axis.set_title(title)
-        axis.set_xlabel("depth (blocks)")
-        axis.set_ylabel("peak activation memory (MiB)")
-        axis.set_xscale("log", base=2)
-        axis.grid(alpha=0.3)
-    axes[0][0].legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -317,29 +289,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--precision", choices=("float32", "bf16"),
                         help="bf16: steps under bf16 autocast (default on cuda); float32: none (default on cpu)")
-    defaults = StackConfig()
     for field in ("dim", "heads", "seq", "batch"):
-        parser.add_argument(f"--{field}", type=int, default=getattr(defaults, field),
-                            help=f"the transformer stack's {field} (default %(default)s)")
-    parser.add_argument("--depths", type=int, nargs="+", default=[4, 8, 16, 32, 64])
-    parser.add_argument("--time-depth", type=int, default=16)
-    parser.add_argument("--arch-depths", type=int, nargs="+", default=[4, 16, 64])
-    parser.add_argument("--arch-time-depth", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=5)
+        parser.add_argument(f"--{field}", type=int, metavar="N", help=f"the transformer stack's {field} (default "
+                            f"{getattr(FULL.config, field)}, --quick {getattr(QUICK.config, field)})")
+    for option, help_text in (("depths", "the stack's depths for memory"), ("arch-depths", "the architectures' depths "
+                              "for memory")):
+        field = option.replace("-", "_")
+        parser.add_argument(f"--{option}", type=int, nargs="+", metavar="N",
+                            help=f"{help_text} (default {' '.join(map(str, getattr(FULL, field)))}, --quick "
+                                 f"{' '.join(map(str, getattr(QUICK, field)))})")
+    for option, help_text in (("time-depth", "the stack's depth for timing and the gradient check"),
+                              ("arch-time-depth", "the architectures' depth for timing"),
+                              ("rounds", "timing rounds, each a ratio to sequential; the median is shown")):
+        field = option.replace("-", "_")
+        parser.add_argument(f"--{option}", type=int, metavar="N",
+                            help=f"{help_text} (default {getattr(FULL, field)}, --quick {getattr(QUICK, field)})")
+    parser.add_argument("--architectures", nargs="+", metavar="NAME",
+                        help="the architectures to bench, names or fnmatch patterns (default: those of revzoo's own "
+                             "plugins; name an installed plugin's to include it)")
     parser.add_argument("--no-architectures", action="store_true", help="only the transformer stack")
-    parser.add_argument("--quick", action="store_true", help="a small configuration for a smoke run")
-    parser.add_argument("--out", default="bench-results", help="directory for bench.md, bench.json, memory.png")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small configuration for a smoke run (about a minute on 2 cores)")
+    parser.add_argument("--out", default="bench-results", metavar="DIR",
+                        help=f"directory for bench.md, bench.json, memory.png (default %(default)s; {NO_FILES}: none)")
     args = parser.parse_args(argv)
     if args.measure_stack or args.measure_arch:  # a child process of _memory
         setting = Setting(**json.loads(args.setting)) if args.setting else Setting()
         flag = "--measure-stack" if args.measure_stack else "--measure-arch"
         print(json.dumps({"bytes": _measure(flag, args.measure_stack or args.measure_arch, setting)}))
         return
+    if args.no_architectures and args.architectures:
+        raise ConfigError("--no-architectures and --architectures exclude each other; give one")
     setting = _setting(args.device, args.precision)
-    config = StackConfig(dim=args.dim, heads=args.heads, seq=args.seq, batch=args.batch)
-    run_bench(tuple(args.depths), args.time_depth, tuple(args.arch_depths), args.arch_time_depth, args.rounds,
-              config=config, quick=args.quick, out_dir=args.out, architectures=not args.no_architectures,
-              setting=setting)
+    base = QUICK.config if args.quick else FULL.config
+    config = StackConfig(**{field: getattr(base, field) if getattr(args, field) is None else getattr(args, field)
+                            for field in ("dim", "heads", "seq", "batch")})
+    run_bench(None if args.depths is None else tuple(args.depths), args.time_depth,
+              None if args.arch_depths is None else tuple(args.arch_depths), args.arch_time_depth, args.rounds,
+              config=config, quick=args.quick, out_dir=args.out,
+              architectures=() if args.no_architectures else args.architectures, setting=setting)
 
 
 def _setting(device: str, precision: str | None) -> Setting:
