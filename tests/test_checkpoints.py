@@ -96,6 +96,18 @@ def test_save_load_round_trip(saved) -> None:
     assert revzoo.load(path, dtype=torch.float64).embed.weight.dtype == torch.float64
 
 
+def test_a_float64_file_loads_bitwise(tmp_path) -> None:
+    """The model is cast to the file's dtype before the copy: built in float32 first, float64 values were rounded."""
+    torch.manual_seed(0)
+    model = revzoo.create("tied-rev").double()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 1e-9)  # not representable in float32
+    loaded = revzoo.load(revzoo.save(model, tmp_path / "m64.safetensors"))
+    for (name, want), got in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert got.dtype == want.dtype and torch.equal(got, want), name
+
+
 def test_tied_tensors_are_stored_once_and_retied(saved) -> None:
     _, path = saved
     with safe_open(str(path), "pt") as handle:

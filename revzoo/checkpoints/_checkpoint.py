@@ -194,8 +194,9 @@ def load(
             raise CheckpointError(f"{path}: only {SAFETENSORS_SUFFIX} files carry revzoo metadata; pass architecture=NAME")
         source = TensorSource.from_tensors(tensor_items(read_foreign(path)))
         model = build_for(source, str(path), architecture, form, dict(config or {}))
+        model = model.to(device=device, dtype=chosen_dtype(dtype, source))  # before the copy: no rounding on the way
         fit_tensors(model, source, str(path))
-        return model.to(device=device, dtype=chosen_dtype(dtype, source))
+        return model
     with open_tensors(path) as (raw, source):
         if architecture is not None and _KEY + "architecture" not in raw:
             meta = {"architecture": architecture, "form": None, "config": dict(config or {}), "aliases": {},
@@ -207,9 +208,9 @@ def load(
         config, source, aliases = migrate(file_architecture(meta, path), meta, source, path)
         model = build_for(source, str(path), meta["architecture"], form or meta["form"], config, aliases,
                           meta.get("coupling"))
+        model = model.to(device=device, dtype=chosen_dtype(dtype, source))  # before the copy: no rounding on the way
         fit_tensors(model, source, str(path), aliases)
-        target_dtype = chosen_dtype(dtype, source)
-    return model.to(device=device, dtype=target_dtype)
+    return model
 
 
 def convert(
