@@ -132,7 +132,7 @@ def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
         if needs is None:
             raise
         raise PluginError(f"model {name!r} {needs}") from err
-    if not isinstance(model, ZooModel):
+    if not isinstance(model, ZooModel) and not spec.foreign_class:
         raise PluginError(
             f"plugin {owner!r}: the builder of {spec.name!r} returned a {type(model).__name__}, not a revzoo.ZooModel; "
             "derive the model class from revzoo.ZooModel so that model.form and model.execution work"

@@ -76,6 +76,9 @@ class ArchSpec:
     `v` into `v + 1`: `(tensors, config) -> (tensors, config)`, `tensors` a read-only mapping
     of the file's tensors by name; `revzoo.load` chains them, so files already shipped keep loading.
 
+    `foreign_class` marks a builder that returns another library's model class converted in place (a
+    transformers model keeps its class), not a `revzoo.ZooModel`: use `revzoo.set_form` on it.
+
     `not_preservable` says why `revzoo.reversibilize` cannot turn a trained sequential model of this architecture into
     a reversible one of nearly the same function (None: each block becomes `F` as it is).
     """
@@ -94,6 +97,7 @@ class ArchSpec:
     example_inputs: Callable[[nn.Module, torch.Generator], tuple[tuple, dict]] | None = None
     small: Mapping[str, Any] = field(default_factory=dict)
     not_preservable: str | None = None
+    foreign_class: bool = False
     schema: int = 1
     migrations: Mapping[int, Callable[[Mapping[str, Any], dict[str, Any]], tuple[Mapping[str, Any], dict[str, Any]]]] = (
         field(default_factory=dict))
@@ -187,18 +191,21 @@ class Adapter:
 
     `wrap(model, form=...)` returns the revzoo model, with `revzoo_architecture` and
     `revzoo_config` set so that `revzoo.save` can rebuild it; `unwrap(model)` returns the
-    foreign model, or is None when going back is not supported.
+    foreign model, or is None when going back is not supported. `accepts(model)`, when given, says
+    whether `wrap(model, form="sequential")` converts `model` in place (keeping its class), so that
+    `revzoo.reversibilize(model)` works on that library's models directly.
     """
 
     name: str
     description: str
     wrap: Callable[..., nn.Module]
     unwrap: Callable[[nn.Module], Any] | None = None
+    accepts: Callable[[Any], bool] | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name, "adapter")
-        if not callable(self.wrap) or (self.unwrap is not None and not callable(self.unwrap)):
-            raise PluginError(f"adapter {self.name!r}: wrap (and unwrap, if given) must be callable")
+        if not callable(self.wrap) or any(hook is not None and not callable(hook) for hook in (self.unwrap, self.accepts)):
+            raise PluginError(f"adapter {self.name!r}: wrap (and unwrap, accepts, if given) must be callable")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""wrap: a transformers model, in place, into one whose layer loop revzoo runs (the "transformers" adapter)."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+import revzoo
+
+from .families import find_layers
+from .layers import ReversibleLayers, build_stack
+
+__all__ = ["STACK_NAME", "stack_of", "wrap"]
+
+STACK_NAME = "revzoo_stack"  # the stack's attribute on the layer list's parent: keys revzoo_stack.blocks.N.adapter.*
+
+
+def stack_of(model: nn.Module) -> revzoo.ReversibleSequence | None:
+    """Returns the stack `wrap` put inside `model`, or None."""
+    for module in model.modules():
+        if isinstance(module, ReversibleLayers):
+            return module.stack
+    return None
+
+
+def _accepts_use_cache(module: nn.Module) -> bool:
+    return "use_cache" in inspect.signature(module.forward).parameters
+
+
+def _guard(stack: revzoo.ReversibleSequence, owner: nn.Module):
+    """A forward pre-hook of the module running the layer loop: what the reversible form cannot run, said at once."""
+    takes_use_cache = _accepts_use_cache(owner)
+    warned = []
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        if stack.form != "reversible":
+            return None
+        config = getattr(module, "config", None)
+        for name in ("output_hidden_states", "output_attentions"):
+            if kwargs.get(name, getattr(config, name, False)):
+                raise ValueError(
+                    f"revzoo: {name} is not available in the reversible form (its layers run inside one reversible "
+                    "stack, so per-layer outputs are not the model's hidden states); set "
+                    "revzoo.set_form(model, 'sequential') to read them"
+                )
+        if not (takes_use_cache and torch.is_grad_enabled() and stack.execution == "invert"):
+            return None
+        if kwargs.get("use_cache") is False or kwargs.get("cache") is not None:
+            return None  # an explicit cache under invert is refused by the engine, naming the keyword
+        use_cache = kwargs.get("use_cache")
+        if (getattr(config, "use_cache", False) if use_cache is None else use_cache) and not warned:
+            warnings.warn(
+                "revzoo: use_cache=True is incompatible with training through the invert execution (each layer "
+                "is recomputed in backward, which would append to the cache again); setting use_cache=False",
+                UserWarning,
+                stacklevel=3,
+            )
+            warned.append(True)
+        return args, {**kwargs, "use_cache": False}
+
+    return hook
+
+
+def wrap(model: nn.Module, form: str = "reversible") -> nn.Module:
+    """Converts `model` (a transformers PreTrainedModel) in place so that revzoo runs its layer loop; returns it.
+
+    The model keeps its class, its modules and its state-dict keys; one `revzoo.ReversibleSequence`
+    (no parameters of its own until `revzoo.reversibilize` adds adapters) runs the layers in `form`.
+    The sequential form runs the model's own loop, so it computes the pretrained function bitwise.
+    """
+    if stack_of(model) is not None:
+        raise revzoo.ConfigError(f"this {type(model).__name__} already runs its layers through revzoo")
+    name, parent, layers = find_layers(model)
+    if getattr(model.config, "layerdrop", 0.0) or getattr(model.config, "encoder_layerdrop", 0.0):
+        raise revzoo.ConfigError("revzoo cannot convert a model with layerdrop > 0 (it skips layers at random)")
+    if getattr(model.config, "add_cross_attention", False):
+        raise revzoo.ConfigError("revzoo cannot convert a model with cross-attention (encoder hidden states per layer)")
+    stack = build_stack(list(layers))
+    stack.form = form
+    setattr(parent, name.rpartition(".")[2], ReversibleLayers(list(layers), stack))
+    setattr(parent, STACK_NAME, stack)
+    parent.register_forward_pre_hook(_guard(stack, parent), with_kwargs=True)
+    model.revzoo_architecture = "transformers"
+    model.revzoo_config = config_of(model)
+    return model
+
+
+def config_of(model: nn.Module) -> dict[str, Any]:
+    """Returns what rebuilds `model` without its weights: its class, its transformers config, its revzoo stack."""
+    return {"model_class": type(model).__name__, "model_type": model.config.model_type, "config": model.config.to_dict()}
