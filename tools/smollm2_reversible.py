@@ -52,6 +52,12 @@ def perplexity(model, ids: torch.Tensor) -> float:
         return math.exp(model(input_ids=ids, labels=ids, use_cache=False).loss.item())
 
 
+def logits(model, example: tuple[tuple, dict]) -> torch.Tensor:
+    with torch.no_grad():
+        args, kwargs = example
+        return model(*args, **kwargs).logits.double()
+
+
 def greedy(model, prompt: torch.Tensor) -> list[int]:
     with torch.no_grad():
         out = model.generate(prompt, max_new_tokens=20, do_sample=False, pad_token_id=0)
@@ -64,7 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=512, help="tokens per row (default 512)")
     parser.add_argument("--rows", type=int, default=2, help="rows of text (default 2)")
-    parser.add_argument("--scales", default="auto,0.125,0.03125,0.0078125", help="comma-separated; auto = scale=None")
+    parser.add_argument("--scales", default="auto,0.125,0.0625,0.03125,0.015625,0.0078125",
+                        help="comma-separated; auto = scale=None")
     args = parser.parse_args()
     torch.manual_seed(0)
     started = time.perf_counter()
@@ -74,9 +81,11 @@ def main() -> None:
     ids = text_rows(tokenizer, args.rows, args.tokens)
     prompt = ids[:1, :32]
     original_ppl, original_text = perplexity(model, ids), greedy(model, prompt)
+    example = revzoo.get_architecture("transformers").example_inputs(model, torch.Generator().manual_seed(0))
+    original_logits = logits(model, example)
     print(f"| scale | perplexity (original {original_ppl:.3f}) | change | greedy 20 tokens identical "
-          "| side bits/element/block |")
-    print("| --- | --- | --- | --- | --- |")
+          "| side bits/element/block | example call's change (relative RMS; the choice's measure) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for choice in args.scales.split(","):
         scale = None if choice == "auto" else float(choice)
         revzoo.reversibilize(model, scale=scale)
@@ -85,7 +94,10 @@ def main() -> None:
         same = greedy(model, prompt) == original_text
         bits = 2 * round(-math.log2(chosen))
         label = f"{chosen:g}" + (" (chosen)" if scale is None else "")
-        print(f"| {label} | {ppl:.3f} | {100 * (ppl / original_ppl - 1):+.3f}% | {'yes' if same else 'no'} | {bits} |")
+        out = logits(model, example)
+        change = ((out - original_logits).pow(2).mean().sqrt() / original_logits.pow(2).mean().sqrt()).item()
+        print(f"| {label} | {ppl:.3f} | {100 * (ppl / original_ppl - 1):+.3f}% | {'yes' if same else 'no'} | {bits} "
+              f"| {change:.1e} |", flush=True)
         remove_adapters(model)
 
 

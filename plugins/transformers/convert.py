@@ -34,7 +34,7 @@ def _accepts_use_cache(module: nn.Module) -> bool:
 def _guard(stack: revzoo.ReversibleSequence, owner: nn.Module):
     """A forward pre-hook of the module running the layer loop: what the reversible form cannot run, said at once."""
     takes_use_cache = _accepts_use_cache(owner)
-    warned = []
+    warned: set[str] = set()  # each warning once per model
 
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         if stack.form != "reversible":
@@ -47,19 +47,30 @@ def _guard(stack: revzoo.ReversibleSequence, owner: nn.Module):
                     "stack, so per-layer outputs are not the model's hidden states); set "
                     "revzoo.set_form(model, 'sequential') to read them"
                 )
-        if not (takes_use_cache and torch.is_grad_enabled() and stack.execution == "invert"):
+        if not (torch.is_grad_enabled() and stack.execution == "invert"):
+            return None
+        if "checkpointing" not in warned and any(getattr(b.f.layer, "gradient_checkpointing", False) for b in stack.blocks):
+            warnings.warn(
+                "revzoo: gradient checkpointing is enabled on a model in the reversible form; the invert execution "
+                "already keeps memory flat in depth, and checkpointing inside it only recomputes each layer once "
+                "more (gradients unchanged). Call model.gradient_checkpointing_disable()",
+                UserWarning,
+                stacklevel=3,
+            )
+            warned.add("checkpointing")
+        if not takes_use_cache:
             return None
         if kwargs.get("use_cache") is False or kwargs.get("cache") is not None:
             return None  # an explicit cache under invert is refused by the engine, naming the keyword
         use_cache = kwargs.get("use_cache")
-        if (getattr(config, "use_cache", False) if use_cache is None else use_cache) and not warned:
+        if (getattr(config, "use_cache", False) if use_cache is None else use_cache) and "use_cache" not in warned:
             warnings.warn(
                 "revzoo: use_cache=True is incompatible with training through the invert execution (each layer "
                 "is recomputed in backward, which would append to the cache again); setting use_cache=False",
                 UserWarning,
                 stacklevel=3,
             )
-            warned.append(True)
+            warned.add("use_cache")
         return args, {**kwargs, "use_cache": False}
 
     return hook
