@@ -24,7 +24,8 @@ ALLOWED = {
     "compat": {"engine"},
     "bench": {"engine", "registry", "checkpoints", "errors", "_lazy", "_version"},
 }
-PLUGINS = {"revzoo_dalle": "plugins/dalle", "revzoo_lie": "plugins/lie", "revzoo_vit": "plugins/vit"}
+PLUGINS = {"revzoo_dalle": "plugins/dalle", "revzoo_lie": "plugins/lie", "revzoo_vit": "plugins/vit",
+           "revzoo_transformers": "plugins/transformers/revzoo_transformers"}
 
 
 def _module_name(path: Path, package: str, folder: Path) -> str:

@@ -168,3 +168,12 @@ def test_create_builds_a_family_by_model_type():
     assert type(model).__name__ == "LlamaForCausalLM" and revzoo.get_form(model) == "sequential"
     with pytest.raises(revzoo.ConfigError, match="model_type must be one of"):
         revzoo.create("transformers/t5")
+
+
+def test_revzoo_save_pretrained_and_load_round_trip_into_new_folders(tmp_path):
+    model = revzoo.reversibilize(tiny("qwen3")).eval()
+    _train_adapters(model)
+    directory = revzoo.save_pretrained(model, tmp_path / "runs" / "qwen3-rev")  # parents made, as transformers does
+    loaded = revzoo.load(directory).eval()
+    ids = tokens()
+    assert type(loaded) is type(model) and torch.equal(loaded(ids).logits, model(ids).logits)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import transformers
 from torch import nn
 
 import revzoo
-import transformers
 
 from .convert import wrap
 from .families import FAMILIES

@@ -1,0 +1,46 @@
+"""A DDP rank training a reversibilized tiny Llama on its half of a batch (spawned by test_ddp_transformers)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+import torch.distributed as dist
+from tiny import tiny, tokens
+
+import revzoo
+
+
+def model() -> torch.nn.Module:
+    converted = revzoo.reversibilize(tiny("llama"), scale=1 / 32).train()
+    with torch.no_grad():
+        for name, parameter in converted.named_parameters():
+            if ".adapter." in name:
+                parameter.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(name)))
+    return converted
+
+
+def grads(network: torch.nn.Module, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    network.zero_grad()
+    network(input_ids=ids, labels=ids).loss.backward()
+    return {name.removeprefix("module."): p.grad.clone() for name, p in network.named_parameters() if p.grad is not None}
+
+
+def run(rank: int, world: int, port: int, result_dir: str) -> None:
+    warnings.simplefilter("ignore")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        ids = tokens(batch=2 * world, length=12, seed=4)
+        reference = grads(model(), ids)
+        distributed = torch.nn.parallel.DistributedDataParallel(model())
+        got = grads(distributed, ids[rank::world])
+        worst = max((got[name] - want).abs().max().item() for name, want in reference.items())
+        # a parameter the loss does not use (the last adapter, under output="f") has no gradient, or DDP's zero one
+        same_keys = reference.keys() <= got.keys() and all(not got[name].any() for name in got.keys() - reference.keys())
+        with open(os.path.join(result_dir, f"rank{rank}.txt"), "w") as handle:
+            handle.write(f"{worst} {same_keys}")
+    finally:
+        dist.destroy_process_group()
