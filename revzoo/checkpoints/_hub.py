@@ -114,8 +114,9 @@ def save_pretrained(
     card = model_card(config)
     if directory.exists() and not (directory.is_dir() and not any(directory.iterdir())) and not overwrite:
         raise CheckpointError(f"{directory}: already exists; pass overwrite=True to replace it")
-    if not directory.parent.is_dir():
-        raise CheckpointError(f"{directory}: directory {directory.parent} does not exist")
+    if directory.parent.exists() and not directory.parent.is_dir():
+        raise CheckpointError(f"{directory}: {directory.parent} is not a directory")
+    directory.parent.mkdir(parents=True, exist_ok=True)  # as transformers' save_pretrained makes its folders
     staging = directory.with_name(f".{directory.name}.revzoo-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         os.mkdir(staging, 0o777)  # the mode a plain mkdir gives under the umask
