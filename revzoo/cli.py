@@ -99,13 +99,17 @@ def _cmd_convert(args: argparse.Namespace) -> None:
         return
     if args.scale is not None or args.adapter_dim is not None or args.no_exact:
         raise RevzooError("--scale, --adapter-dim and --no-exact only apply with --preserve")
-    if checkpoints.read_metadata(args.src).get("coupling") and args.to == "sequential":
+    meta = checkpoints.read_metadata(args.src)
+    if meta.get("coupling") and args.to == "sequential":
         print("note: the adapters stay in the file, unused by the sequential form (the pretrained blocks' function); "
               "converting back to reversible restores them")
     path = checkpoints.convert(args.src, args.dst, args.to, overwrite=args.overwrite, max_shard_size=args.max_shard_size,
                                dtype=args.dtype)
     unchanged = f"the tensors are cast to {args.dtype}" if args.dtype else "the tensors are unchanged"
-    print(f"wrote {path} (form {args.to}); {unchanged}, but the two forms compute different functions")
+    if meta.get("form") == args.to:
+        print(f"wrote {path} (form {args.to}, as {args.src} already recorded: the same function); {unchanged}")
+    else:
+        print(f"wrote {path} (form {args.to}); {unchanged}, but the two forms compute different functions")
     state = checkpoints.training_state_beside(path)
     if state.is_file() and state.resolve() != checkpoints.training_state_beside(args.src).resolve():
         print(f"wrote {state} (the training state beside {args.src}, same parameter names)")
@@ -118,16 +122,16 @@ def _convert_preserving(args: argparse.Namespace) -> None:
 
     if args.to != "reversible":
         raise RevzooError("--preserve converts a trained sequential model to the reversible form: use --to reversible")
-    options = {
-        "scale": 0.125 if args.scale is None else args.scale,
-        "adapter_dim": 16 if args.adapter_dim is None else args.adapter_dim,
-    }
+    adapter_dim = 16 if args.adapter_dim is None else args.adapter_dim
     path, change = checkpoints.convert_preserving(
-        args.src, args.dst, **options, exact=not args.no_exact, overwrite=args.overwrite, max_shard_size=args.max_shard_size
+        args.src, args.dst, scale=args.scale, adapter_dim=adapter_dim, exact=not args.no_exact,
+        overwrite=args.overwrite, max_shard_size=args.max_shard_size,
     )
+    scale = next(iter(checkpoints.read_metadata(path)["coupling"].values()))["scales"][0]
+    chosen = " (chosen for this model)" if args.scale is None else ""
     measured = "" if change is None else f"; max |output change| on the example call = {change:.3e}"
-    print(f"wrote {path} (reversible, preserving: λ = β = {options['scale']}, adapters of width "
-          f"{options['adapter_dim']}, exact={not args.no_exact}){measured}")
+    print(f"wrote {path} (reversible, preserving: λ = β = {scale:g}{chosen}, adapters of width {adapter_dim}, "
+          f"exact={not args.no_exact}){measured}")
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -236,7 +240,8 @@ def _add_core_commands(commands: argparse._SubParsersAction) -> None:
     sub.add_argument("--probe", action="store_true", help="run both forms on a seeded input and print the difference")
     sub.add_argument("--preserve", action="store_true",
                      help="keep the trained sequential function: MEFT coupling with zero adapters (revzoo.reversibilize)")
-    sub.add_argument("--scale", type=float, help="with --preserve: λ = β (default 0.125; exact needs 1/2 ... 1/256)")
+    sub.add_argument("--scale", type=float, help="with --preserve: λ = β (exact needs 1/2 ... 1/256; default: the "
+                     "largest of those moving the example call's outputs by at most 2e-2, see reversibilize)")
     sub.add_argument("--adapter-dim", type=int, help="with --preserve: the adapters' bottleneck width (default 16)")
     sub.add_argument("--no-exact", action="store_true", help="with --preserve: float inversion instead of exact")
     sub.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "float64"),

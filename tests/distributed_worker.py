@@ -101,7 +101,7 @@ def _compare(rank: int, world: int, mode: str) -> str:
     if mode.startswith("preserved-"):  # reversibilize: MEFT's coupling at 1/8, exact, an adapter per block
         mode = mode.removeprefix("preserved-")
         for each in (model, reference):
-            revzoo.reversibilize(each, adapter_dim=4, example_inputs=((batches(1)[0],), {}))
+            revzoo.reversibilize(each, scale=0.125, adapter_dim=4, example_inputs=((batches(1)[0],), {}))
         for block in model.stack.blocks:  # as if trained: a zero up-projection would give its inputs no gradient
             nn.init.normal_(block.adapter.up.weight, std=0.5)
         reference.load_state_dict(model.state_dict())

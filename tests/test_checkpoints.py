@@ -156,6 +156,12 @@ def interrupt_copy(monkeypatch) -> None:
     monkeypatch.setattr(revzoo.checkpoints._stream, "_copy_range", interrupted)
 
 
+def test_convert_to_the_recorded_form_says_nothing_changed(tmp_path, saved, capsys) -> None:
+    _, path = saved  # recorded reversible
+    code, out, _ = run_cli(capsys, "convert", str(path), str(tmp_path / "same.safetensors"), "--to", "reversible")
+    assert code == 0 and "already recorded: the same function" in out and "different functions" not in out
+
+
 def test_failed_conversion_leaves_no_output(tmp_path, saved, monkeypatch) -> None:
     _, path = saved
     before = path.read_bytes()

@@ -90,6 +90,11 @@ def test_cli_preserve(builtin_plugins, tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "λ = β = 0.0625" in out and "max |output change|" in out
     assert revzoo.load(tmp_path / "p.safetensors").blocks.blocks[0].adapter.dim == 8
+    main(["convert", str(tmp_path / "seq.safetensors"), str(tmp_path / "auto.safetensors"), "--to", "reversible",
+          "--preserve"])
+    out = capsys.readouterr().out
+    scale = revzoo.load(tmp_path / "auto.safetensors").blocks.coupling.scales[0]
+    assert f"λ = β = {scale:g} (chosen for this model)" in out
 
 
 @pytest.mark.parametrize(

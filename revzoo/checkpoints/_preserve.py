@@ -21,7 +21,7 @@ def convert_preserving(
     src: str | os.PathLike,
     dst: str | os.PathLike,
     *,
-    scale: float = 0.125,
+    scale: float | None = None,
     adapter_dim: int = 16,
     exact: bool = True,
     overwrite: bool = False,
