@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -177,3 +178,77 @@ def test_parameters_updated_in_place_between_forward_and_backward_are_refused() 
         raise AssertionError("an in-place update passed silently")
     except RuntimeError as error:
         assert "modified in place between forward and backward" in str(error)
+
+
+class UsesParent(nn.Module):
+    """A branch scaling by a parameter its parent model owns (a shared gate), reached without owning it."""
+
+    def __init__(self, owner: nn.Module) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.__dict__["owner"] = owner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * self.owner.gate
+
+
+class WithGate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Parameter(torch.linspace(0.5, 1.5, 4))
+        self.stack = revzoo.ReversibleSequence([(UsesParent(self), nn.Linear(4, 4)) for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stack(x)
+
+
+def test_a_parent_parameter_frozen_at_the_first_call_and_unfrozen_later_gets_its_gradient() -> None:
+    torch.manual_seed(0)
+    model = WithGate().double()
+    model.gate.requires_grad_(False)  # progressive unfreezing: frozen for the first steps
+    _grads(model, "invert")
+    model.gate.requires_grad_(True)
+    _assert_same(_grads(model, "autograd"), _grads(model, "invert"))
+
+
+class GateOnRequest(nn.Module):
+    """A branch that uses its parent's gate only when a routed flag asks (on later calls)."""
+
+    def __init__(self, owner: nn.Module) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.__dict__["owner"] = owner
+
+    def forward(self, x: torch.Tensor, gated: bool = False) -> torch.Tensor:
+        out = self.linear(x)
+        return out * self.owner.gate if gated else out
+
+
+def test_a_parent_parameter_first_used_on_a_later_call_stops_that_backward_and_the_next_call_plans_again() -> None:
+    torch.manual_seed(0)
+    owner = nn.Module()
+    owner.gate = nn.Parameter(torch.linspace(0.5, 1.5, 4, dtype=torch.float64))
+    owner.stack = revzoo.ReversibleSequence([(GateOnRequest(owner), nn.Linear(4, 4)) for _ in range(2)],
+                                            routes={"gated": "f"}).double()
+    x = torch.linspace(-1, 1, 8, dtype=torch.float64).view(2, 4)
+    owner.stack(x).sum().backward()  # planned without the gate
+    with pytest.raises(RuntimeError, match="did not use when execution='invert' planned it"):
+        owner.stack(x, gated=True).sum().backward()
+    owner.zero_grad(set_to_none=True)
+    owner.stack(x, gated=True).sum().backward()  # planned again: the gate is an input now
+    invert = {name: p.grad.clone() for name, p in owner.named_parameters()}
+    owner.zero_grad(set_to_none=True)
+    owner.stack.execution = "autograd"
+    owner.stack(x, gated=True).sum().backward()
+    for name, p in owner.named_parameters():
+        torch.testing.assert_close(invert[name], p.grad, rtol=0, atol=1e-12, msg=name)
+
+
+def test_a_parent_parameter_replaced_after_the_first_call_is_never_silently_left_without_gradient() -> None:
+    torch.manual_seed(0)
+    model = WithGate().double()
+    _grads(model, "invert")
+    model.gate = nn.Parameter(torch.linspace(-1.0, 1.0, 4, dtype=torch.float64))  # the planned tensor is gone
+    with pytest.raises(RuntimeError, match="did not use when execution='invert' planned it"):
+        _grads(model, "invert")
+    _assert_same(_grads(model, "autograd"), _grads(model, "invert"))  # planned again

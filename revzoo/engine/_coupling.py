@@ -183,6 +183,30 @@ class ParameterSlots:
                 owner._parameters[name] = tensor
 
 
+def _refuse_unplanned(run: CouplingRun, index: int, which: int, output: torch.Tensor, known: set[int]) -> None:
+    """Raises RuntimeError if the recompute's graph reaches a leaf requiring grad that is no input of the block's
+    Function: its gradient would be lost. The block's plan is marked stale, so the next call probes it again."""
+    if not output.requires_grad:
+        return
+    seen, pending = set(), [output.grad_fn]
+    while pending:
+        node = pending.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)
+        if variable is not None and id(variable) not in known:
+            if run.plans:
+                run.plans[index].stale = True
+            raise RuntimeError(
+                f"revzoo: block {index}'s {'fg'[which]} used a tensor requiring grad (shape {tuple(variable.shape)}) "
+                "that it did not use when execution='invert' planned it (a parameter used only on some calls, or "
+                "replaced since); its gradient would be lost, so this backward stops. The next call plans again: "
+                "run the step again"
+            )
+        pending.extend(child for child, _ in node.next_functions)
+
+
 def _grads(output: torch.Tensor, targets: list[torch.Tensor], grad_output: torch.Tensor | None) -> list[torch.Tensor | None]:
     wanted = [t for t in targets if t.requires_grad]
     if grad_output is None or not output.requires_grad or not wanted:
@@ -274,6 +298,7 @@ class _BlockFunction(torch.autograd.Function):
                 with torch.no_grad():
                     return arith.separate(which, result, output, side[which]), known.grad
             used = run.branch_sources(index, which, kwargs) | sibling
+            _refuse_unplanned(run, index, which, output, used | {id(known)})
             targets = [t for t in wanted if id(t) in used]
             grad_known, *rest = _grads(output, [known, *targets], grad)
             for target, target_grad in zip(targets, rest):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,11 +19,13 @@ class BranchPlan:
     buffers: tuple[BufferSlot, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass
 class BlockPlan:
-    """The plans of a block's two branches, `f` then `g`."""
+    """The plans of a block's two branches, `f` then `g`. `stale` is set when a backward found a branch using
+    a tensor requiring grad that the plan lacks (a parameter used only on some calls): the next call probes again."""
 
     branches: tuple[BranchPlan, BranchPlan] = (BranchPlan(), BranchPlan())
+    stale: bool = field(default=False, compare=False)
 
     def hidden(self) -> list[torch.Tensor]:
         """Returns the leaves either branch uses without owning them, each once."""

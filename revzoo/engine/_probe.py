@@ -7,7 +7,8 @@ grad enabled and nothing observable left changed (RNG, generators and buffers ar
 records per branch:
 
 - leaf tensors requiring grad that it uses without owning them or being passed them (a parameter
-  of the parent model, a tensor held in a plain attribute): they become inputs of its Function;
+  of the parent model, a tensor held in a plain attribute), and such parameters frozen at the time
+  (unfrozen later, as progressive unfreezing does): they become inputs of its Function;
 - the buffers it changes (BatchNorm in train mode, spectral norm's power iteration): copied
   before each forward call so the recompute sees them as the forward did (see `_buffers`).
 
@@ -36,8 +37,9 @@ __all__ = ["InvertPlans"]
 
 
 def _key(block: nn.Module) -> tuple:
-    """What a plan depends on: the block's modules, their modes, and how many parameters and buffers each holds."""
-    return tuple((id(m), m.training, len(m._parameters), len(m._buffers)) for m in block.modules())
+    """What a plan depends on: the block's modules, their modes, the parameters each holds (a parameter replaced
+    since is another tensor) and how many buffers."""
+    return tuple((id(m), m.training, tuple(map(id, m._parameters.values())), len(m._buffers)) for m in block.modules())
 
 
 def _sequence_marker() -> int:
@@ -66,6 +68,21 @@ def _outside_leaves(output: torch.Tensor, known: set[int], marker: int) -> tuple
         else:
             pending.extend(child for child, _ in node.next_functions)
     return list(hidden.values()), captured
+
+
+class _ParametersSeen(torch.overrides.TorchFunctionMode):
+    """Records every nn.Parameter the torch operations inside it receive, frozen ones too (no graph shows those)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parameters: dict[int, nn.Parameter] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        for value in tensors_in((args, kwargs)):
+            if isinstance(value, nn.Parameter):
+                self.parameters[id(value)] = value
+        return func(*args, **kwargs)
 
 
 def _refuse(index: int, name: str, problem: str, fix: str) -> RuntimeError:
@@ -105,16 +122,18 @@ def _probe_branch(
     kwarg_tensors = tensors_in(kwargs)
     versions = [t._version for t in (given, *kwarg_tensors)]
     slots = buffer_slots(branch)
-    with changed_slots(slots) as changed:
+    with changed_slots(slots) as changed, _ParametersSeen() as seen:
         output = branch(given, **kwargs)
+    frozen = [p for p in seen.parameters.values() if id(p) not in known and not p.requires_grad]
     if versions != [t._version for t in (given, *kwarg_tensors)]:
         raise _refuse(
             index, name, "changes its input or a keyword tensor in place (an in-place first op such as "
             "nn.ReLU(inplace=True) overwrites the stream)", "Make that op out of place (inplace=False).",
         )
     if not isinstance(output, torch.Tensor) or output.grad_fn is None:
-        return BranchPlan(buffers=tuple(changed)), output
+        return BranchPlan(tuple(frozen), tuple(changed)), output
     hidden, captured = _outside_leaves(output, known, marker)
+    hidden += frozen  # unfrozen later (progressive unfreezing), they must already be inputs of the Function
     if captured:
         raise _refuse(
             index, name, "uses a tensor requiring grad that was computed outside it and is not one of its "
@@ -173,7 +192,7 @@ class InvertPlans:
         if any(_is_fsdp(branch) for block in run.blocks for branch in block):
             return [BlockPlan()] * len(run.blocks)
         keys = [(index, _key(module)) for index, module in enumerate(modules)]
-        needed = [index for index, key in enumerate(keys) if key not in self._plans]
+        needed = [index for index, key in enumerate(keys) if key not in self._plans or self._plans[key].stale]
         if needed:
             for index in range(len(run.blocks)):
                 _refuse_sharded(run.block_parameters(index))  # before running anything on sharded parameters
