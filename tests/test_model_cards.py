@@ -147,3 +147,27 @@ def test_check_fails_on_a_missing_card_until_written(tmp_path: Path, register_pl
     assert "missing     model_cards/tiny.md (tiny)" in out and "unused      model_cards/gone.md" in out
     assert make_cards.main([]) == 0 and "created     model_cards/tiny.md (tiny)" in capsys.readouterr().out
     assert make_cards.main(["--check"]) == 0 and "up to date  model_cards/tiny.md" in capsys.readouterr().out
+
+
+def _module_plugin(folder: Path, card: str) -> ModuleType:
+    """A third-party plugin module living in `folder`, registering "tiny" with `card`."""
+    module = ModuleType("thirdparty_cards")
+    module.__file__ = str(folder / "thirdparty_cards.py")
+
+    @revzoo.hookimpl
+    def register_architectures(register):
+        register(tiny_spec(card=card))
+
+    module.register_architectures = register_architectures
+    return module
+
+
+def test_a_third_party_cards_relative_path_is_its_own_never_revzoos(tmp_path: Path, register_plugin) -> None:
+    register_plugin(_module_plugin(tmp_path, "model_cards/vit.md"), name="thirdparty-cards")  # revzoo has a vit.md
+    assert revzoo.registry.card_section("tiny") is None  # it pointed into revzoo's own vit card
+    revzoo.unregister_plugin("thirdparty-cards")
+    (tmp_path / "model_cards").mkdir()
+    (tmp_path / "model_cards" / "vit.md").write_text("# Its own card\n")
+    register_plugin(_module_plugin(tmp_path, "model_cards/vit.md"), name="thirdparty-cards")
+    section = revzoo.registry.card_section("tiny")
+    assert section is not None and section.path == tmp_path / "model_cards" / "vit.md"

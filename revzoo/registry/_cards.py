@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._plugins import is_builtin, loaded_registry, plugin_manager
 from ._registry import resolve
 
 __all__ = ["CardSection", "card_file", "card_section", "split_front_matter"]
@@ -21,16 +22,23 @@ _PACKAGE = Path(__file__).resolve().parents[1]  # revzoo/
 _FRONT_MATTER = re.compile(r"---\n(.*?\n)?---\n", re.S)
 
 
-def card_file(card: str | None) -> Path | None:
-    """Returns the card registered as `card` (a path such as "model_cards/vit.md"), or None if it is nowhere.
+def card_file(card: str | None, plugin: str | None = None) -> Path | None:
+    """Returns the card registered as `card` (a path such as "model_cards/vit.md") by `plugin`, or None if it is nowhere.
 
-    Looked up as given when absolute, else in the installed package (`revzoo/model_cards/`, a wheel),
-    then in the source tree beside the package (a checkout or an editable install).
+    Looked up as given when absolute, else beside the plugin's own module (a third-party plugin's card
+    is its own, never a file of revzoo's), and for revzoo's built-in plugins (or no plugin named) in the
+    installed package (`revzoo/model_cards/`, a wheel), then in the source tree beside the package.
     """
     if not card:
         return None
     path = Path(card)
-    candidates = [path] if path.is_absolute() else [_PACKAGE / path, _PACKAGE.parent / path]
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        module = plugin_manager.get_plugin(plugin) if plugin is not None else None
+        own = [Path(module.__file__).resolve().parent / path] if getattr(module, "__file__", None) else []
+        builtin = plugin is None or is_builtin(plugin)
+        candidates = own + ([_PACKAGE / path, _PACKAGE.parent / path] if builtin else [])
     return next((candidate for candidate in candidates if candidate.is_file()), None)
 
 
@@ -66,7 +74,7 @@ def card_section(name: str) -> CardSection | None:
     writes them); a card without one is returned whole, with no anchor.
     """
     spec = resolve(name)[0]
-    path = card_file(spec.card)
+    path = card_file(spec.card, loaded_registry().owners.get(f"arch:{spec.name}"))
     if path is None:
         return None
     body = split_front_matter(path.read_text(encoding="utf-8"))[1]
