@@ -1,4 +1,4 @@
-"""A DDP rank training a reversibilized tiny Llama on its half of a batch (spawned by test_ddp_transformers)."""
+"""A rank training a reversibilized tiny Llama on its half of a batch under DDP or FSDP2 (test_ddp_transformers)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,29 @@ def run(rank: int, world: int, port: int, result_dir: str) -> None:
             handle.write(f"{worst} {same_keys}")
     finally:
         dist.destroy_process_group()
+
+
+def run_fsdp(rank: int, world: int, port: int, result_dir: str, execution: str) -> None:
+    """FSDP2's fully_shard on each block's branches (the layer, borrowed by its F, and the adapter), then the root."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    warnings.simplefilter("ignore")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    ids = tokens(batch=2 * world, length=12, seed=4)
+    reference = grads(model(), ids)
+    sharded = revzoo.set_execution(model(), execution)
+    mesh = init_device_mesh("cpu", (world,))
+    for block in sharded.model.revzoo_stack.blocks:
+        fully_shard(block.f, mesh=mesh)
+        fully_shard(block.g, mesh=mesh)
+    fully_shard(sharded, mesh=mesh)
+    sharded.zero_grad()
+    sharded(input_ids=ids[rank::world], labels=ids[rank::world]).loss.backward()
+    got = {name: p.grad.full_tensor() for name, p in sharded.named_parameters() if p.grad is not None}
+    worst = max((got[name] - want).abs().max().item() for name, want in reference.items())
+    with open(os.path.join(result_dir, f"fsdp-{execution}-rank{rank}.txt"), "w") as handle:
+        handle.write(f"{worst} {reference.keys() <= got.keys()}")
+    os._exit(0)  # gloo/FSDP2 teardown on the CPU sometimes aborts after the work (see tests/distributed_worker.py)
