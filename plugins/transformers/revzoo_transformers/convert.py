@@ -12,7 +12,7 @@ from torch import nn
 import revzoo
 
 from .families import find_layers
-from .layers import ReversibleLayers, build_stack
+from .layers import LoopState, ReversibleLayers, build_stack
 
 __all__ = ["STACK_NAME", "stack_of", "wrap"]
 
@@ -92,9 +92,12 @@ def wrap(model: nn.Module, form: str = "reversible") -> nn.Module:
         raise revzoo.ConfigError("revzoo cannot convert a model with cross-attention (encoder hidden states per layer)")
     stack = build_stack(list(layers))
     stack.form = form
-    setattr(parent, name.rpartition(".")[2], ReversibleLayers(list(layers), stack))
+    state = LoopState()
+    setattr(parent, name.rpartition(".")[2], ReversibleLayers(list(layers), stack, state))
     setattr(parent, STACK_NAME, stack)
+    parent.register_forward_pre_hook(state.enter, with_kwargs=True)  # first: `leave` runs even if the guard raises
     parent.register_forward_pre_hook(_guard(stack, parent), with_kwargs=True)
+    parent.register_forward_hook(state.leave, with_kwargs=True, always_call=True)
     model.revzoo_architecture = "transformers"
     model.revzoo_config = config_of(model)
     return model

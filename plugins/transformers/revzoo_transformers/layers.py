@@ -20,7 +20,7 @@ from torch import nn
 
 import revzoo
 
-__all__ = ["LayerBranch", "ReversibleLayers", "ZeroBranch", "build_stack"]
+__all__ = ["LayerBranch", "LoopState", "ReversibleLayers", "ZeroBranch", "build_stack"]
 
 
 class LayerBranch(nn.Module):
@@ -108,23 +108,42 @@ class _Deferred:
         return self._run.call(self._index, args, kwargs)
 
 
-class ReversibleLayers(nn.ModuleList):
-    """The model's layer list, with its layers under the same keys, whose loop `stack` runs in the reversible form."""
+class LoopState:
+    """How many calls of the module running the layer loop are under way: only its loop gets the stand-ins."""
 
-    def __init__(self, layers: Sequence[nn.Module], stack: revzoo.ReversibleSequence, indices: list[int] | None = None):
+    def __init__(self) -> None:
+        self.depth = 0
+
+    def enter(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.depth += 1
+
+    def leave(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        self.depth -= 1
+
+
+class ReversibleLayers(nn.ModuleList):
+    """The model's layer list, with its layers under the same keys, whose loop `stack` runs in the reversible form.
+
+    Only iteration inside the forward of the module that owns the list (`state.depth > 0`) yields the
+    stand-ins; anywhere else (freezing layers, FSDP wrapping) the list gives the layers themselves.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module], stack: revzoo.ReversibleSequence, state: LoopState,
+                 indices: list[int] | None = None) -> None:
         super().__init__(layers)
         self.__dict__["stack"] = stack  # registered on the model beside this list, not inside it (len, keys)
+        self.__dict__["state"] = state
         self.__dict__["indices"] = list(range(len(layers))) if indices is None else indices
 
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             layers = list(self._modules.values())
-            return ReversibleLayers(layers[index], self.stack, self.indices[index])
+            return ReversibleLayers(layers[index], self.stack, self.state, self.indices[index])
         return super().__getitem__(index)
 
     def __iter__(self) -> Iterator[Any]:
         layers = list(self._modules.values())
-        if self.stack.form == "sequential":
+        if self.stack.form == "sequential" or self.state.depth == 0:
             return iter(layers)
         run = _Pass(self.stack, self.indices)
         return iter([_Deferred(run, index, layer) for index, layer in enumerate(layers)])

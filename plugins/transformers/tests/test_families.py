@@ -177,3 +177,15 @@ def test_revzoo_save_pretrained_and_load_round_trip_into_new_folders(tmp_path):
     loaded = revzoo.load(directory).eval()
     ids = tokens()
     assert type(loaded) is type(model) and torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def test_the_layer_list_outside_the_models_forward_gives_the_layers_themselves():
+    model = revzoo.reversibilize(tiny("llama"))
+    layers = list(model.model.layers)
+    assert [type(layer).__name__ for layer in layers] == ["LlamaDecoderLayer"] * 3  # FSDP wrapping, freezing recipes
+    assert [type(layer).__name__ for layer in model.model.layers[:2]] == ["LlamaDecoderLayer"] * 2
+    with pytest.raises(ValueError, match="output_hidden_states"):
+        model(tokens(), output_hidden_states=True)
+    assert type(next(iter(model.model.layers))).__name__ == "LlamaDecoderLayer"  # a refused call leaves no trace
+    model.eval()
+    assert model(tokens()).logits.isfinite().all()
