@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from ..registry import loaded_registry
 
 __all__ = ["CARD_NAME", "CONFIG_NAME", "INDEX_NAME", "WEIGHTS_NAME", "pretrained_files"]
 
@@ -31,6 +32,9 @@ def _read_config(directory: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str) or not isinstance(
         config.get("config"), dict
     ):
+        claimed = _claimed(config) if isinstance(config, dict) else None
+        if claimed is not None:
+            return claimed
         raise CheckpointError(
             f"{path}: not a revzoo config (it needs \"architecture\": NAME and \"config\": {{...}}); "
             "a timm or transformers repository is loaded by that library"
@@ -38,10 +42,22 @@ def _read_config(directory: Path) -> dict[str, Any]:
     return config
 
 
+def _claimed(config_json: dict[str, Any]) -> dict[str, Any] | None:
+    """Returns revzoo's config for another library's directory that a registered architecture recognises
+    (`ArchSpec.hub_config`, e.g. the transformers plugin's), in the sequential form: its own function."""
+    for spec in {id(spec): spec for spec in loaded_registry().architectures.values()}.values():
+        if spec.hub_config is not None:
+            config = spec.hub_config(config_json)
+            if config is not None:
+                return {"architecture": spec.name, "config": config, "form": "sequential"}
+    return None
+
+
 def pretrained_files(directory: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     """Returns the weights to load from a Hub-layout directory (the index when sharded) and its config.json.
 
-    Raises CheckpointError if the directory is not a revzoo model directory.
+    Raises CheckpointError if the directory is neither a revzoo model directory nor one a registered
+    architecture recognises (`ArchSpec.hub_config`).
     """
     directory = Path(directory)
     config = _read_config(directory)

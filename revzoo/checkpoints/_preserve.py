@@ -8,9 +8,11 @@ from pathlib import Path
 
 import torch
 
+from ..engine import tensors_in
 from ..errors import CheckpointError, CheckpointWarning
 from ..registry import get_architecture, reversibilize
 from ._checkpoint import load, read_metadata, save
+from ._directory import pretrained_files
 from ._io import check_output, require_file
 from ._training import refuse_input_as_training_state, training_state_beside
 
@@ -33,11 +35,12 @@ def convert_preserving(
     converted model (None when the architecture registers no example). A training state
     beside `src` is not carried (the adapters are new parameters): a CheckpointWarning says so.
     """
-    src = require_file(src)
+    src = Path(src) if Path(src).is_dir() else require_file(src)  # a file, or a Hub directory revzoo.load reads
     check_output(src, dst, overwrite)
     refuse_input_as_training_state(src, training_state_beside(dst))
     check_output(training_state_beside(src), training_state_beside(dst), overwrite)
-    if read_metadata(src).get("form") == "reversible":
+    recorded = pretrained_files(src)[1] if src.is_dir() else read_metadata(src)
+    if recorded.get("form") == "reversible":
         raise CheckpointError(
             f"{src}: is recorded in the reversible form, which is the function its weights were trained in; "
             "--preserve keeps the function of a sequential checkpoint (here it would keep the sequential function "
@@ -55,7 +58,7 @@ def convert_preserving(
         args, kwargs = spec.example_inputs(model, torch.Generator().manual_seed(0))
         with torch.no_grad():
             out = model(*args, **kwargs)
-        return (out[0] if isinstance(out, tuple) else out).double()
+        return next(t for t in tensors_in(out) if t.is_floating_point()).double()  # a tensor, tuple or ModelOutput
 
     before = output()
     reversibilize(model, scale=scale, adapter_dim=adapter_dim, exact=exact)

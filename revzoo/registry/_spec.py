@@ -76,6 +76,11 @@ class ArchSpec:
     `v` into `v + 1`: `(tensors, config) -> (tensors, config)`, `tensors` a read-only mapping
     of the file's tensors by name; `revzoo.load` chains them, so files already shipped keep loading.
 
+    `hub_config(config_json)` recognises another library's Hub directory (transformers' `config.json`):
+    it returns the config that builds that model (its weights are the directory's `model.safetensors`),
+    or None when the directory is not one of this architecture's, so `revzoo.load(DIR)` and
+    `revzoo convert DIR ...` read such directories.
+
     `foreign_class` marks a builder that returns another library's model class converted in place (a
     transformers model keeps its class), not a `revzoo.ZooModel`: use `revzoo.set_form` on it.
 
@@ -98,6 +103,7 @@ class ArchSpec:
     small: Mapping[str, Any] = field(default_factory=dict)
     not_preservable: str | None = None
     foreign_class: bool = False
+    hub_config: Callable[[Mapping[str, Any]], dict[str, Any] | None] | None = None
     schema: int = 1
     migrations: Mapping[int, Callable[[Mapping[str, Any], dict[str, Any]], tuple[Mapping[str, Any], dict[str, Any]]]] = (
         field(default_factory=dict))

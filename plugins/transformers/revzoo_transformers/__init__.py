@@ -13,6 +13,7 @@ transformers is imported on first use, not with the plugin, so `revzoo list` sta
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import revzoo
@@ -25,6 +26,15 @@ __all__ = ["FAMILIES", "register_adapters", "register_architectures", "register_
 def _is_transformers_model(model: Any) -> bool:
     transformers = sys.modules.get("transformers")  # a transformers model exists only once transformers is imported
     return transformers is not None and isinstance(model, transformers.PreTrainedModel)
+
+
+def _hub_config(config_json: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The revzoo config of a transformers `save_pretrained` directory of a supported family (its config.json)."""
+    model_type = config_json.get("model_type")
+    if model_type not in FAMILIES:
+        return None
+    classes = config_json.get("architectures") or [None]
+    return {"model_type": model_type, "model_class": classes[0], "config": dict(config_json)}
 
 
 def _build(**config: Any) -> Any:
@@ -65,6 +75,7 @@ def register_architectures(register) -> None:
         open_config=True,
         example_inputs=_example,
         foreign_class=True,
+        hub_config=_hub_config,
     ))
 
 

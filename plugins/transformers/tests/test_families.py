@@ -189,3 +189,22 @@ def test_the_layer_list_outside_the_models_forward_gives_the_layers_themselves()
     assert type(next(iter(model.model.layers))).__name__ == "LlamaDecoderLayer"  # a refused call leaves no trace
     model.eval()
     assert model(tokens()).logits.isfinite().all()
+
+
+def test_a_transformers_directory_loads_and_converts_preserving_from_the_command_line(tmp_path, capsys):
+    from revzoo.cli import main
+
+    original = tiny("llama").eval()
+    original.save_pretrained(tmp_path / "llama")  # plain transformers: no revzoo metadata anywhere
+    ids = tokens()
+    loaded = revzoo.load(tmp_path / "llama").eval()
+    assert type(loaded) is type(original) and revzoo.get_form(loaded) == "sequential"
+    assert torch.equal(loaded(ids).logits, original(ids).logits)
+    assert main(["convert", str(tmp_path / "llama"), str(tmp_path / "rev.safetensors"), "--to", "reversible",
+                 "--preserve"]) == 0
+    assert "(chosen for this model)" in capsys.readouterr().out
+    converted = revzoo.load(tmp_path / "rev.safetensors").eval()
+    assert type(converted) is type(original) and revzoo.get_form(converted) == "reversible"
+    reference = original(ids).logits
+    change = (converted(ids).logits - reference).pow(2).mean().sqrt() / reference.pow(2).mean().sqrt()
+    assert 0 < change <= 2e-2
