@@ -70,3 +70,25 @@ def run_fsdp(rank: int, world: int, port: int, result_dir: str, execution: str) 
     with open(os.path.join(result_dir, f"fsdp-{execution}-rank{rank}.txt"), "w") as handle:
         handle.write(f"{worst} {reference.keys() <= got.keys()}")
     os._exit(0)  # gloo/FSDP2 teardown on the CPU sometimes aborts after the work (see tests/distributed_worker.py)
+
+
+def run_accelerate(rank: int, world: int, port: int, result_dir: str) -> None:
+    """accelerate's Accelerator on 2 CPU processes (MULTI_CPU: DDP over gloo), as `accelerate launch` sets it up."""
+    from accelerate import Accelerator
+
+    warnings.simplefilter("ignore")
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    accelerator = Accelerator(cpu=True)
+    torch.set_num_threads(1)
+    ids = tokens(batch=2 * world, length=12, seed=4)
+    reference = grads(model(), ids)
+    network = model()
+    network, _ = accelerator.prepare(network, torch.optim.SGD(network.parameters(), lr=0.1))
+    rows = ids[rank::world]
+    accelerator.backward(network(input_ids=rows, labels=rows).loss)
+    got = {name.removeprefix("module."): p.grad for name, p in network.named_parameters() if p.grad is not None}
+    worst = max((got[name] - want).abs().max().item() for name, want in reference.items())
+    with open(os.path.join(result_dir, f"accelerate-rank{rank}.txt"), "w") as handle:
+        handle.write(f"{worst} {accelerator.state.distributed_type} {accelerator.num_processes}")
+    os._exit(0)

@@ -35,3 +35,12 @@ def test_fsdp2_on_each_blocks_branches_gives_single_process_gradients(tmp_path, 
         worst, complete = (tmp_path / f"fsdp-{execution}-rank{rank}.txt").read_text().split()
         assert complete == "True", f"rank {rank}: some parameters got no gradient"
         assert float(worst) < 1e-12, f"rank {rank}: gradients differ from single-process by {worst}"
+
+
+def test_accelerate_on_two_cpu_processes_gives_single_process_gradients(tmp_path):
+    mp.start_processes(ddp_worker.run_accelerate, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    for rank in range(2):
+        worst, kind, processes = (tmp_path / f"accelerate-rank{rank}.txt").read_text().split()
+        assert kind == "DistributedType.MULTI_CPU" and processes == "2"
+        assert float(worst) < 1e-12, f"rank {rank}: gradients differ from single-process by {worst}"
