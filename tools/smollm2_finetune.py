@@ -12,6 +12,8 @@ weights, with AdamW on all parameters, batch 1 x --tokens tokens, float32, one t
 - checkpointing: transformers' gradient_checkpointing_enable() (non-reentrant);
 - reversible (chosen): revzoo.reversibilize(model) (scale=None), exact, invert;
 - reversible 1/8: the same at λ = β = 1/8 (MEFT's scale);
+- schedule: a scale schedule after Dr2Net: converted at the chosen scale, λ = β raised to 1/8 halfway
+  (fewer side bits for the rest of the run: 6 instead of 10 per element per layer);
 - naive: the reversible form at scale 1 without preservation (the pretrained function lost).
 
 Peak memory is the resident peak of one step above the resident size before it (gradients and AdamW's
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-CONFIGS = ("sequential", "checkpointing", "reversible-chosen", "reversible-1/8", "naive")
+CONFIGS = ("sequential", "checkpointing", "reversible-chosen", "reversible-1/8", "schedule", "naive")
 
 
 def rows(folders: list[str], tokenizer, length: int, count: int) -> torch.Tensor:
@@ -48,12 +50,20 @@ def prepare(config: str, model) -> None:
 
     if config == "checkpointing":
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif config == "reversible-chosen":
+    elif config in ("reversible-chosen", "schedule"):
         revzoo.reversibilize(model)
     elif config == "reversible-1/8":
         revzoo.reversibilize(model, scale=0.125)
     elif config == "naive":
         revzoo.wrap("transformers", model, form="reversible")
+
+
+def raise_scale(model, scale: float) -> None:
+    """Sets every stack's λ = β to `scale` (the coupling reversibilize made: swapped, output from F, exact)."""
+    import revzoo
+
+    for stack in (m for m in model.modules() if isinstance(m, revzoo.ReversibleSequence)):
+        stack.set_coupling(revzoo.Coupling((scale, scale), swap=True, output="f", start="zero"), exact=True)
 
 
 def perplexity(model, ids: torch.Tensor) -> float:
@@ -90,6 +100,8 @@ def child(config: str, steps: int, length: int, lr: float) -> None:
         optimizer.step()
 
     for index, row in enumerate(train):
+        if config == "schedule" and index == len(train) // 2:
+            raise_scale(model, 0.125)
         start = time.perf_counter()
         if index == 1:
             peak = measure_peak(lambda row=row: step(row))
