@@ -350,6 +350,8 @@ def _quiet_closed_pipe() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if sys.stdout is None:  # started with stdout closed (`>&-`): what it would print goes nowhere, as to /dev/null
+        sys.stdout = open(os.devnull, "w")  # it lives as long as the process
     try:
         with _warnings_as_lines():
             args, unparsed = _parser(argv).parse_known_args(argv)
@@ -364,6 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except BrokenPipeError:
         return _quiet_closed_pipe()
+    except OSError as err:  # the environment failed a write or a read: a full disk, stdout on /dev/full
+        print(f"revzoo: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
+        _quiet_closed_pipe()  # what stdout still buffers would fail again at exit
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("revzoo: interrupted", file=sys.stderr)
         return 130

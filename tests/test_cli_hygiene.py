@@ -8,6 +8,7 @@ import subprocess
 import sys
 from importlib import metadata
 
+import pytest
 from test_registry import FakeEntryPoint
 
 from helpers import plugin_of, tiny_spec
@@ -32,6 +33,25 @@ def test_a_closed_pipe_ends_quietly() -> None:
                             env={k: v for k, v in os.environ.items() if not k.startswith("REVZOO_")})
     os.close(writer)
     assert result.stderr == "" and result.returncode == 141  # 128 + SIGPIPE, what a shell shows for `yes | true`
+
+
+def _list_with_stdout(stdout) -> subprocess.CompletedProcess:
+    code = "from revzoo.cli import main; import sys; sys.exit(main(['list']))"
+    return subprocess.run([sys.executable, "-c", code], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("REVZOO_")},
+                          preexec_fn=(lambda: os.close(1)) if stdout is None else None)
+
+
+def test_a_closed_stdout_discards_the_output_and_succeeds() -> None:
+    result = _list_with_stdout(None)  # `revzoo list >&-`: Python starts with sys.stdout None
+    assert result.stderr == "" and result.returncode == 0
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_stdout_on_a_full_device_is_one_line_and_exit_2() -> None:
+    with open("/dev/full", "w") as full:
+        result = _list_with_stdout(full)
+    assert result.stderr == "revzoo: error: No space left on device\n" and result.returncode == 2
 
 
 def test_a_failing_plugin_is_one_revzoo_line(monkeypatch, capsys) -> None:
