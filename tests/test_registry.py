@@ -88,6 +88,10 @@ def test_hookimpl_with_unknown_argument_is_rejected() -> None:
 
 
 def test_invalid_specs_are_rejected() -> None:
+    with pytest.raises(revzoo.PluginError, match=r"defaults must map config keys \(strings\)"):
+        revzoo.ArchSpec(name="keys", builder=lambda **config: None, description="d", defaults={1: 2})  # create: TypeError
+    with pytest.raises(revzoo.PluginError, match="hub_config must be a function"):
+        tiny_spec(hub_config="config.json")
     with pytest.raises(revzoo.PluginError, match="must be lowercase"):
         tiny_spec("Tiny_Model")
     with pytest.raises(revzoo.PluginError, match="not end in '-rev'"):

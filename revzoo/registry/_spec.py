@@ -53,8 +53,14 @@ def _check_fields(spec: ArchSpec) -> None:
     if spec.subname_key is not None and not isinstance(spec.subname_key, str):
         raise PluginError(f"{where} subname_key must be a config key or None, got {spec.subname_key!r}")
     for label in ("defaults", "small"):
-        if not isinstance(getattr(spec, label), Mapping):
-            raise PluginError(f"{where} {label} must be a mapping of config keys to values, got {getattr(spec, label)!r}")
+        value = getattr(spec, label)
+        if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+            raise PluginError(f"{where} {label} must map config keys (strings) to values, got {value!r:.200}")
+    for label in ("foreign_class",):
+        if not isinstance(getattr(spec, label), bool):
+            raise PluginError(f"{where} {label} must be True or False, got {getattr(spec, label)!r}")
+    if spec.hub_config is not None and not callable(spec.hub_config):
+        raise PluginError(f"{where} hub_config must be a function (config_json) -> config or None, got {spec.hub_config!r}")
 
 
 @dataclass(frozen=True)
