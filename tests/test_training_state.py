@@ -267,3 +267,34 @@ def test_an_output_whose_training_state_is_the_input_is_refused_and_the_input_ke
     with pytest.raises(revzoo.CheckpointError, match="is the input, and also where"):
         revzoo.import_checkpoint("dalle-pytorch", foreign, tmp_path / "y.safetensors", overwrite=True)
     assert foreign.read_bytes() == (FIXTURES / "resume.pt").read_bytes()
+
+
+def test_load_refuses_a_state_another_optimizer_saved_or_one_that_would_fail_the_next_step(tmp_path: Path,
+                                                                                           trained) -> None:
+    model, adam, _ = trained
+    params = [p for p in model.parameters() if p.requires_grad]
+    with pytest.raises(revzoo.CheckpointError, match="not SGD's: its param group 0 has .*'betas'.* and lacks .*momentum"):
+        revzoo.load_training_state(tmp_path / "m.training.safetensors", model, torch.optim.SGD(params, lr=0.1))
+    state = adam.state_dict()
+    first = next(index for index, entries in state["state"].items() if entries["exp_avg"].dim() == 2)  # a matrix
+
+    def saved_with(change) -> Path:
+        broken = {"state": {k: dict(v) for k, v in state["state"].items()},
+                  "param_groups": [dict(g) for g in state["param_groups"]]}
+        change(broken)
+        fresh = torch.optim.Adam(params, lr=1e-2)
+        fresh.load_state_dict(broken)
+        path = tmp_path / "broken.training.safetensors"
+        revzoo.save_training_state(path, model, fresh)
+        return path
+
+    def negative_step(s):
+        s["state"][first]["step"] = torch.tensor(-1.0)
+
+    def misshaped(s):
+        s["state"][first]["exp_avg"] = s["state"][first]["exp_avg"].t().contiguous()  # the parameter is not square
+
+    for change, message in ((negative_step, "step .* negative"), (misshaped, "has shape")):
+        path = saved_with(change)
+        with pytest.raises(revzoo.CheckpointError, match=message):
+            revzoo.load_training_state(path, model, torch.optim.Adam(params, lr=1e-2))

@@ -105,12 +105,45 @@ class TrainingState:
             _check_same(own, saved_group["params"], f" in param group {number}" if len(groups_saved) > 1 else "")
             groups.append({**saved_group, "params": list(range(offset, offset + len(own)))})
             offset += len(own)
+        _check_fits_optimizer(optimizer, groups_saved, saved["state"], dict(zip(names, _parameters(optimizer))))
         index = {name: i for i, name in enumerate(names)}
         optimizer.load_state_dict({"state": {index[name]: dict(entries) for name, entries in saved["state"].items()},
                                    "param_groups": groups})
         if scheduler is not None and self.scheduler is not None:
             scheduler.load_state_dict(self.scheduler)
         return self.epoch
+
+
+def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [param for group in optimizer.param_groups for param in group["params"]]
+
+
+def _check_fits_optimizer(optimizer: torch.optim.Optimizer, groups: Sequence[Mapping], state: Mapping[str, Mapping],
+                          params: Mapping[str, torch.Tensor]) -> None:
+    """Refuses a saved state this optimizer would fail on at its next step, before anything is loaded: another
+    optimizer's (other settings: SGD's into Adam gave KeyError 'step'), non-numeric settings, a negative step, a
+    per-parameter tensor of the parameter's size in another shape."""
+    kind = type(optimizer).__name__
+    for number, (group, saved) in enumerate(zip(optimizer.param_groups, groups)):
+        own, theirs = set(group) - {"params"}, set(saved) - {"params"}
+        if own - theirs and theirs - own:  # only one side: a setting an older or newer torch adds
+            raise CheckpointError(f"the saved optimizer state is not {kind}'s: its param group {number} has "
+                                  f"{sorted(theirs - own)}, which {kind} has not, and lacks {sorted(own - theirs)}; "
+                                  "was it saved from another optimizer?")
+        for key in ("lr", "eps", "weight_decay", "momentum"):
+            value = saved.get(key)
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                          or isinstance(value, torch.Tensor) and value.numel() == 1):
+                raise CheckpointError(f"the saved optimizer's {key} is {value!r:.40}, not a number")
+    for name, entries in state.items():
+        param = params.get(name)
+        for key, value in entries.items():
+            if key == "step" and (value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value) < 0:
+                raise CheckpointError(f"the saved optimizer state of {name} has step {value!r}, which is negative")
+            if param is not None and isinstance(value, torch.Tensor) and value.numel() == param.numel() \
+                    and value.shape != param.shape and value.numel() > 1:
+                raise CheckpointError(f"the saved optimizer state {key!r} of {name} has shape {tuple(value.shape)}, "
+                                      f"its parameter {tuple(param.shape)}")
 
 
 def _check_state_dict(optimizer_state: Any) -> None:
