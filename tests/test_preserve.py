@@ -156,3 +156,12 @@ def test_preserving_a_file_already_reversible_is_refused(builtin_plugins, tmp_pa
     err = capsys.readouterr().err
     assert code == 2 and "is recorded in the reversible form" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").is_file(), reason="the check reads /proc/meminfo; without it, it allocates")
+def test_an_adapter_dim_beyond_the_available_memory_is_one_config_error_and_changes_nothing(builtin_plugins) -> None:
+    model = revzoo.create("vit-tiny", **SMALL["vit-tiny"])
+    with pytest.raises(revzoo.ConfigError, match="adapter_dim 100000000 needs .* GiB this machine has available"):
+        revzoo.reversibilize(model, adapter_dim=100_000_000)
+    assert not model.blocks.has_adapters and revzoo.get_form(model) == "sequential"
+    revzoo.reversibilize(model, adapter_dim=4)  # and the model converts afterwards

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -107,6 +108,29 @@ def _choose_scale(
     return SCALES[-1]
 
 
+def _available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _refuse_unallocatable(name: str, blocks: int, width: int, dim: int, parameter: torch.Tensor | None) -> None:
+    """Raises ConfigError when a stack's adapters would not fit in the memory this machine has available: trying
+    could end in the kernel killing the process (memory is overcommitted and touched only at initialisation)."""
+    values = blocks * (2 * width * dim + dim + 3 * width)
+    size = values * (parameter.element_size() if parameter is not None else 4)
+    available = _available_bytes() if parameter is None or parameter.device.type == "cpu" else None
+    if available is not None and size > available:
+        raise ConfigError(f"adapter_dim {dim} needs {values:,} adapter parameters ({size / 2**30:.1f} GiB) for stack "
+                          f"{name or '<root>'!r} (width {width}), more than the {available / 2**30:.1f} GiB this "
+                          "machine has available; adapters are bottlenecks: a few to a few hundred")
+
+
 def _adapter_for(model: nn.Module) -> Adapter:
     """Returns the registered adapter that converts `model` in place, or raises ConfigError."""
     for adapter in loaded_registry().adapters.values():
@@ -168,10 +192,14 @@ def reversibilize(
             raise ConfigError("pass example_inputs=(args, kwargs): this model's architecture registers no example call")
         example_inputs = spec.example_inputs(model, torch.Generator().manual_seed(0))
     widths = _stream_widths(model, stacks, example_inputs)
+    adapters = {}  # every stack's, before any stack changes
     for name, stack in stacks.items():
         parameter = next(stack.parameters(), None)
         options: dict[str, Any] = {"device": parameter.device, "dtype": parameter.dtype} if parameter is not None else {}
-        stack.set_adapters([BottleneckAdapter(widths[name], adapter_dim, **options) for _ in stack.blocks])
+        _refuse_unallocatable(name, len(stack.blocks), widths[name], adapter_dim, parameter)
+        adapters[name] = [BottleneckAdapter(widths[name], adapter_dim, **options) for _ in stack.blocks]
+    for name, stack in stacks.items():
+        stack.set_adapters(adapters[name])
     if scale is None:
         scale = _choose_scale(model, stacks, example_inputs, exact)
         logging.getLogger("revzoo").info("reversibilize: chose scale %s for %s", scale, type(model).__name__)
