@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 
@@ -231,3 +232,14 @@ def test_demo_out_that_cannot_be_written_fails_before_training(tmp_path, capsys,
     code, err = run_cli(capsys, "demo", "--out", str(out))
     assert code == 2 and err.count("\n") == 1
     assert ("not a directory" if kind == "file" else "cannot write there: Read-only file system") in err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_write_over_a_device_or_fifo_is_refused_and_the_node_kept(tmp_path, saved, capsys) -> None:
+    pipe = tmp_path / "pipe.safetensors"
+    os.mkfifo(pipe)  # what `revzoo export ... /dev/null --overwrite` did to /dev/null as root: replaced by a file
+    with pytest.raises(revzoo.CheckpointError, match="is not a regular file"):
+        revzoo.atomic_write(pipe, lambda tmp: tmp.write_bytes(b"x"))
+    assert main(["convert", str(saved), str(pipe), "--to", "sequential", "--overwrite"]) == 2
+    assert "is not a regular file" in capsys.readouterr().err
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)

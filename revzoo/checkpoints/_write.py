@@ -145,6 +145,8 @@ def atomic_write_all(writes: Mapping[Path, Callable[[Path], None]], overwrite: b
             raise CheckpointError(f"{path}: directory {path.parent} does not exist")
         if path.is_dir():
             raise CheckpointError(f"{path}: is a directory; name a file to write")
+        if path.exists() and not path.is_file():  # renaming over it would replace a device node (/dev/null) or FIFO
+            raise CheckpointError(f"{path}: is not a regular file (a device, FIFO or socket); name a file to write")
         remove_stale_temporaries(path)
     temporaries: dict[Path, tuple[Path, int]] = {}
     placed: list[Path] = []
