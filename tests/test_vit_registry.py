@@ -62,6 +62,13 @@ def test_unusable_timm_names_and_kwargs_are_config_errors(vit_plugin, name, over
         revzoo.create(name, img_size=32, depth=1, **overrides)
 
 
+@pytest.mark.parametrize("name", ["vit-tiny-rev", "timm/vit_tiny_patch16_224"])
+def test_an_option_timm_does_not_take_is_an_unknown_option_error(vit_plugin, name):
+    with pytest.raises(revzoo.UnknownOptionError, match="not_a_timm_kwarg") as caught:
+        revzoo.create(name, img_size=32, depth=1, not_a_timm_kwarg=1)
+    assert isinstance(caught.value, TypeError)  # as revzoo's closed configs and timm's constructors raise
+
+
 def test_a_few_training_steps_of_vit_tiny_rev(vit_plugin):
     torch.manual_seed(0)
     model = revzoo.create("vit-tiny-rev", img_size=32, depth=3, num_classes=4, drop_path_rate=0.1).train()

@@ -80,6 +80,7 @@ def create_timm_vit(model_name: str, kwargs: dict[str, Any]) -> VisionTransforme
     """Returns `timm.create_model(model_name, pretrained=False, **kwargs)`, checked to be a wrappable ViT.
 
     Raises:
+        revzoo.UnknownOptionError: a keyword argument timm's constructor does not take (a TypeError too).
         revzoo.ConfigError: a non-ViT or unknown name, `pretrained=True`, `checkpoint_path`, or kwargs timm rejects.
     """
     import timm
@@ -96,7 +97,10 @@ def create_timm_vit(model_name: str, kwargs: dict[str, Any]) -> VisionTransforme
     _check_sizes(timm_kwargs)
     try:
         vit = timm.create_model(model_name, pretrained=False, **timm_kwargs)
-    except (TypeError, AssertionError, ValueError, ArithmeticError, RuntimeError) as err:
+    except TypeError as err:  # an option timm's constructor does not take: a TypeError, as timm's own
+        error = revzoo.UnknownOptionError if "unexpected keyword argument" in str(err) else revzoo.ConfigError
+        raise error(f"timm rejected {model_name!r} with {timm_kwargs}: {err}") from err
+    except (AssertionError, ValueError, ArithmeticError, RuntimeError) as err:
         raise revzoo.ConfigError(f"timm rejected {model_name!r} with {timm_kwargs}: {err}") from err
     check_supported_vit(vit)
     return vit
