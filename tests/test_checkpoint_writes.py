@@ -243,3 +243,10 @@ def test_a_write_over_a_device_or_fifo_is_refused_and_the_node_kept(tmp_path, sa
     assert main(["convert", str(saved), str(pipe), "--to", "sequential", "--overwrite"]) == 2
     assert "is not a regular file" in capsys.readouterr().err
     assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+
+
+@pytest.mark.parametrize("length", [230, 255])
+def test_a_name_as_long_as_the_file_system_takes_is_written(tmp_path, length) -> None:
+    target = tmp_path / ("m" * (length - len(".bin")) + ".bin")  # valid names the temporary's suffix made too long
+    revzoo.atomic_write(target, lambda tmp: tmp.write_bytes(b"data"))
+    assert target.read_bytes() == b"data" and sorted(p.name for p in tmp_path.iterdir()) == [target.name]

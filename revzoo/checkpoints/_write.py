@@ -1,7 +1,8 @@
 """Writing checkpoint files atomically: temporaries beside the target, modes kept, signals and races handled.
 
 Every file is first written to a temporary named `.NAME.revzoo-PID-XXXXXXXX.tmp` beside
-its target, then put in place. A new file follows the umask (as `open` would make it); a
+its target (NAME shortened, with a digest, when the target's name is too long to carry it),
+then put in place. A new file follows the umask (as `open` would make it); a
 replaced file keeps its mode. Without `overwrite` the temporary is hard-linked to the
 target, which fails if the target appeared meanwhile, so two writers racing for the same
 new path cannot both succeed. SIGTERM during a write removes the temporaries, as Ctrl-C
@@ -12,6 +13,7 @@ same target once its process is gone.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -44,6 +46,20 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+_NAME_MAX = 255  # the longest file name most file systems take (ext4, xfs, btrfs, APFS, NTFS)
+_TEMPORARY_EXTRA = len(".revzoo-4194304-xxxxxxxx.tmp") + 1  # beyond the name, with the largest Linux PID
+
+
+def _temporary_name(name: str) -> str:
+    """The NAME part of a temporary: the target's name, or for one too long to carry the suffix, its first
+    characters and a digest of the whole (a target of 255 characters still gets a temporary)."""
+    if len(name.encode()) + _TEMPORARY_EXTRA <= _NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    head = name.encode()[: _NAME_MAX - _TEMPORARY_EXTRA - len(digest) - 1].decode(errors="ignore")
+    return f"{head}~{digest}"
+
+
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Removes the temporaries of `path` left by processes that no longer run; returns them."""
     removed = []
@@ -53,7 +69,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
         return removed
     for candidate in candidates:
         match = _TEMPORARY.match(candidate.name)
-        if match and match["name"] == path.name and int(match["pid"]) != os.getpid() and not _process_alive(
+        if match and match["name"] == _temporary_name(path.name) and int(match["pid"]) != os.getpid() and not _process_alive(
                 int(match["pid"])):
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
@@ -62,7 +78,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
 
 def _new_temporary(path: Path) -> tuple[Path, int]:
     """Creates an empty temporary beside `path`; returns it and the mode a new file gets under the umask."""
-    tmp = path.with_name(f".{path.name}.revzoo-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{_temporary_name(path.name)}.revzoo-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         return tmp, stat.S_IMODE(os.fstat(handle).st_mode)
