@@ -250,3 +250,10 @@ def test_a_name_as_long_as_the_file_system_takes_is_written(tmp_path, length) ->
     target = tmp_path / ("m" * (length - len(".bin")) + ".bin")  # valid names the temporary's suffix made too long
     revzoo.atomic_write(target, lambda tmp: tmp.write_bytes(b"data"))
     assert target.read_bytes() == b"data" and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+def test_convert_to_a_name_as_long_as_the_file_system_takes(tmp_path, saved, capsys) -> None:
+    target = tmp_path / ("m" * (255 - len(".safetensors")) + ".safetensors")  # its training state's name: too long
+    assert main(["convert", str(saved), str(target), "--to", "sequential"]) == 0, capsys.readouterr().err
+    assert revzoo.read_metadata(target)["form"] == "sequential"
+    assert len(revzoo.checkpoints.training_state_beside(target).name) <= 255

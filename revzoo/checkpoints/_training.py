@@ -8,6 +8,7 @@ the metadata. The file beside `NAME.safetensors` is `NAME.training.safetensors`:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -31,12 +32,17 @@ _FIELDS = ("param_groups", "entries", "scheduler", "epoch")
 
 
 def training_state_beside(model_path: str | os.PathLike) -> Path:
-    """Where the training state of the model at `model_path` lives: NAME.training.safetensors beside it."""
+    """Where the training state of the model at `model_path` lives: NAME.training.safetensors beside it (NAME
+    shortened, with a digest, when the model's name leaves no room for the suffix)."""
     path = Path(model_path)
     if path.is_dir():
         return path / "training.safetensors"
     name = path.name.removesuffix(".index.json").removesuffix(".safetensors")
-    return path.with_name(f"{name}.training.safetensors")
+    suffix = ".training.safetensors"
+    if len(f"{name}{suffix}".encode()) > 255:  # a model name the file system takes, whose state's name it would not
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        name = name.encode()[: 255 - len(suffix) - len(digest) - 1].decode(errors="ignore") + "~" + digest
+    return path.with_name(f"{name}{suffix}")
 
 
 def refuse_input_as_training_state(src: str | os.PathLike, state_path: str | os.PathLike) -> None:
