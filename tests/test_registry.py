@@ -196,3 +196,14 @@ def test_module_plugin(register_plugin) -> None:
     module.register_architectures = revzoo.hookimpl(lambda register: register(tiny_spec("modular")))
     register_plugin(module)
     assert "modular" in revzoo.list_models()
+
+
+def test_a_hook_returning_its_specs_instead_of_registering_them_is_a_plugin_error(register_plugin) -> None:
+    class Returns:
+        @revzoo.hookimpl
+        def register_architectures(self, register):
+            return [tiny_spec("returned")]  # as if the hook were a getter: registered nothing, silently
+
+    with pytest.raises(revzoo.PluginError, match=r"returned list instead of None; call register\(revzoo.ArchSpec"):
+        revzoo.register_plugin(Returns(), name="returns")
+    assert "returned" not in revzoo.list_models()

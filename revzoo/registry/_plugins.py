@@ -259,7 +259,10 @@ def _call(hook_name: str, plugin: Any, left_out: set[str]) -> list[Any]:
             raise PluginError(f"{hook_name} takes revzoo.{cls.__name__}, got {type(item).__name__}")
         found.append(item)
 
-    plugin_manager.subset_hook_caller(hook_name, remove_plugins=others)(register=register)
+    returned = plugin_manager.subset_hook_caller(hook_name, remove_plugins=others)(register=register)
+    if returned:  # pluggy collects what implementations return (None left out): items returned are lost
+        raise PluginError(f"{hook_name} returned {type(returned[0]).__name__} instead of None; call "
+                          f"register(revzoo.{cls.__name__}(...)) for each {kind} instead of returning them")
     return found
 
 
