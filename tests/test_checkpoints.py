@@ -246,6 +246,7 @@ def _deep_index(tmp_path):
         (lambda p, t: _rewrite_metadata(p, t, **{"revzoo.config": "[" * 100_000 + "]" * 100_000}),
          "corrupt revzoo metadata"),  # was a RecursionError traceback
         (lambda p, t: _deep_index(t), "not a readable shard index"),
+        (lambda p, t: _rewrite_metadata(p, t, **{"revzoo.coupling": "[]"}), "coupling must be a JSON object"),  # ignored
     ],
 )
 def test_bad_files_give_one_line_and_exit_2(tmp_path, saved, capsys, make_bad, message) -> None:

@@ -141,10 +141,11 @@ def _parse_metadata(raw: Mapping[str, str], path: Path) -> dict[str, Any]:
         ("config", config, isinstance(config, dict)),
         ("aliases", aliases, isinstance(aliases, dict) and all(isinstance(v, str) for v in aliases.values())),
         ("form", form, form is None or form in FORMS),
+        ("coupling", coupling, coupling is None or isinstance(coupling, dict)),
     ):
         if not valid:
             expected = {"config": "a JSON object of options", "aliases": "a JSON object of tensor name -> stored name",
-                        "form": " or ".join(FORMS)}[name]
+                        "form": " or ".join(FORMS), "coupling": "a JSON object per stack, or absent"}[name]
             raise CheckpointError(f"{path}: corrupt revzoo metadata: {name} must be {expected}, got {value!r:.80}")
     return {
         "architecture": raw[_KEY + "architecture"],
