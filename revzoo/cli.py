@@ -339,6 +339,11 @@ def _warnings_as_lines():
         warnings.showwarning = show
 
 
+def _error_line(message: str) -> None:
+    """Prints `message` as one `revzoo: error:` line: a newline inside it (a path may hold one) is shown as \\n."""
+    print("revzoo: error: " + message.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
+
+
 def _quiet_closed_pipe() -> int:
     """The reader of stdout went away: stop quietly, as Unix tools do, with nothing left to flush at exit."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -362,12 +367,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args._run(args)
             sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     except RevzooError as err:
-        print(f"revzoo: error: {err}", file=sys.stderr)
+        _error_line(str(err))
         return EXIT_BAD_INPUT
     except BrokenPipeError:
         return _quiet_closed_pipe()
     except OSError as err:  # the environment failed a write or a read: a full disk, stdout on /dev/full
-        print(f"revzoo: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
+        _error_line(f"{err.strerror or err}" + (f": {err.filename}" if err.filename else ""))
         _quiet_closed_pipe()  # what stdout still buffers would fail again at exit
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -91,3 +91,10 @@ def test_without_timm_the_zoo_works_and_a_vit_says_which_extra_to_install(tmp_pa
         else:
             assert created.stderr.strip().endswith(
                 "revzoo.errors.PluginError: model 'vit-small' needs timm: pip install 'revzoo[vit]'"), created.stderr
+
+
+def test_an_error_naming_a_path_with_a_newline_is_still_one_line(tmp_path, capsys) -> None:
+    missing = tmp_path / "a\nb.safetensors"
+    assert main(["convert", str(missing), str(tmp_path / "o.safetensors"), "--to", "sequential"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a\\nb.safetensors: no such file" in err
