@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import warnings
@@ -13,6 +14,7 @@ from test_registry import FakeEntryPoint
 import revzoo
 import revzoo.testing
 from helpers import plugin_of, tiny_spec
+from revzoo.cli import main
 from revzoo.errors import PluginWarning
 from revzoo.registry import _plugins
 
@@ -313,3 +315,14 @@ def test_isolated_plugins_hides_and_restores_the_registry(register_plugin) -> No
             raise RuntimeError("test failed")
     assert revzoo.list_models(exclude="*-rev") == ["outer"]
     assert "more" not in records() and revzoo.create("outer").revzoo_architecture == "outer"
+
+
+def test_what_a_plugin_prints_while_loading_goes_to_stderr_not_into_the_json(installed, capsys) -> None:
+    def chatty():
+        print("chatty plugin says hello")  # at import
+        return plugin_of(tiny_spec("chatty"))
+
+    installed(FakeEntryPoint("chatty", chatty))
+    assert main(["plugins"]) == 0
+    out, err = capsys.readouterr()
+    assert "chatty" in [record["name"] for record in json.loads(out)] and "says hello" in err

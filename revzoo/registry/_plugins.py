@@ -10,6 +10,7 @@ the order registered; a name already provided stays with its first provider.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.metadata
 import os
@@ -154,6 +155,12 @@ def _env_names(variable: str, installed: set[str]) -> set[str] | None:
     return names
 
 
+def _output_to_stderr() -> contextlib.AbstractContextManager:
+    """What a plugin prints while it imports or registers goes to stderr: stdout carries the command's output
+    (`revzoo plugins` and `list --json` print JSON there)."""
+    return contextlib.redirect_stdout(sys.stderr) if sys.stderr is not None else contextlib.nullcontext()
+
+
 def _import(entry_point: importlib.metadata.EntryPoint) -> Any:
     """Imports an entry point; past SLOW_IMPORT_SECONDS, names it and the way to skip it on stderr."""
     skip = f"REVZOO_DISABLE_PLUGINS={entry_point.name}"
@@ -167,7 +174,8 @@ def _import(entry_point: importlib.metadata.EntryPoint) -> Any:
     timer.daemon = True
     timer.start()
     try:
-        return entry_point.load()
+        with _output_to_stderr():
+            return entry_point.load()
     except KeyboardInterrupt:
         sys.stderr.write(f"revzoo: interrupted while importing plugin {entry_point.name!r}; run with {skip} to skip it\n")
         raise
@@ -259,7 +267,8 @@ def _call(hook_name: str, plugin: Any, left_out: set[str]) -> list[Any]:
             raise PluginError(f"{hook_name} takes revzoo.{cls.__name__}, got {type(item).__name__}")
         found.append(item)
 
-    returned = plugin_manager.subset_hook_caller(hook_name, remove_plugins=others)(register=register)
+    with _output_to_stderr():
+        returned = plugin_manager.subset_hook_caller(hook_name, remove_plugins=others)(register=register)
     if returned:  # pluggy collects what implementations return (None left out): items returned are lost
         raise PluginError(f"{hook_name} returned {type(returned[0]).__name__} instead of None; call "
                           f"register(revzoo.{cls.__name__}(...)) for each {kind} instead of returning them")
