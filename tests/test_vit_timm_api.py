@@ -153,11 +153,12 @@ def test_a_pruned_model_saves_and_loads_as_it_is(tmp_path, builtin_plugins, kwar
         torch.testing.assert_close(loaded(images), model(images), atol=0, rtol=0)
 
 
-def test_feature_info_is_timms_naming_the_stacks_blocks():
+def test_feature_info_is_timms_naming_the_modules_that_see_the_block_outputs():
     vit, model = pair()
-    assert [dict(info, module=info["module"].replace("blocks.blocks.", "blocks.")) for info in model.feature_info] == (
+    assert [dict(info, module=info["module"].replace("block_outputs.", "blocks.")) for info in model.feature_info] == (
         vit.feature_info
     )
+    assert all(isinstance(model.get_submodule(info["module"]), torch.nn.Identity) for info in model.feature_info)
     images = torch.randn(2, 3, 16, 16)
     expected = FeatureGetterNet(copy.deepcopy(vit), out_indices=(0, 2)).eval()
     actual = FeatureGetterNet(from_timm(copy.deepcopy(vit), form="sequential"), out_indices=(0, 2)).eval()

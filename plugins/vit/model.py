@@ -6,6 +6,10 @@ model's objects, and `_pos_embed`, `pool`, `forward_head`, `get_classifier`,
 read only attributes that RevViT carries over). Each timm `Block` becomes one reversible
 block `(f, g)` = (`AttentionBranch`, `MlpBranch`), which reference the Block's own
 submodules. The sequential form therefore computes exactly timm's function.
+
+Under torch.fx the reversible stack is one node (timm's tracers treat it as a leaf module,
+others call it through `run_blocks`), and `tap_blocks` routes chosen block outputs through
+`block_outputs[i]`, which forward hooks and fx graphs see (timm's "hook" and "fx" features).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.fx
+from timm.layers import register_notrace_module
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
@@ -31,6 +37,7 @@ from .branches import (
 
 __all__ = [
     "INIT_MODES", "MASK_ROUTES", "STACK_PREFIX", "TIMM_ATTRIBUTES", "TIMM_MODULES", "RevViT", "check_supported_vit",
+    "run_blocks",
 ]
 
 # Modules and parameters of timm's VisionTransformer that RevViT reuses (the same objects),
@@ -47,6 +54,37 @@ TIMM_ATTRIBUTES = (
 # Where the blocks live in RevViT's state dict: the stack attribute, then the engine's `blocks.{i}.f|g`.
 STACK_PREFIX = "blocks.blocks."
 INIT_MODES = ("", "jax", "jax_nlhb", "moco", "reset")  # timm's VisionTransformer.init_weights modes
+
+# timm's tracers (its fx tests, FeatureGraphNet, timm.layers.create_feature_extractor) call the stack as one
+# call_module node: its forward is one autograd Function chain, whose control flow fx cannot trace.
+register_notrace_module(revzoo.ReversibleSequence)
+
+
+def run_blocks(
+    stack: revzoo.ReversibleSequence, x: torch.Tensor, taps: tuple[int, ...], kwargs: dict[str, Any]
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Returns the stack's output, or (with `taps`) its outputs after the blocks in `taps` followed by its output.
+
+    One node in a torch.fx graph (`torch.fx.wrap`, below), for every tracer: the tapped run, and
+    the plain run under a tracer that would otherwise trace into the stack.
+    """
+    if not taps:
+        return stack(x, **kwargs)
+    last = len(stack.blocks) - 1
+    runs = sorted({*taps, last})
+    outputs = dict(zip(runs, stack.intermediates(x, runs, **kwargs)))
+    return (*(outputs[index] for index in taps), outputs[last])
+
+
+torch.fx.wrap("run_blocks")
+
+
+def _traces_into(x: Any, stack: nn.Module) -> bool:
+    """Returns whether `x` is being traced by a torch.fx tracer that would trace into `stack`, not call it."""
+    if not isinstance(x, torch.fx.Proxy):
+        return False
+    tracer = x.tracer
+    return not tracer.is_leaf_module(stack, tracer.path_of_module(stack))
 
 
 def check_supported_vit(vit: nn.Module) -> None:
@@ -82,8 +120,12 @@ class RevViT(revzoo.ZooModel):
         self.blocks = self._stack([(AttentionBranch(block), MlpBranch(block)) for block in vit.blocks], form, execution)
         for name in TIMM_TAIL:
             setattr(self, name, getattr(vit, name))
-        # timm's, naming RevViT's block modules (read by timm's feature wrappers, which call forward_intermediates).
-        self.feature_info = [dict(info, module=f"{STACK_PREFIX}{i}") for i, info in enumerate(vit.feature_info)]
+        # Called on the outputs after the blocks chosen by tap_blocks, so that forward hooks and torch.fx see
+        # them (timm's FeatureHookNet and FeatureGraphNet); no parameters, so the state dict is unchanged.
+        self.block_outputs = nn.ModuleList(nn.Identity() for _ in vit.blocks)
+        self.tapped: tuple[int, ...] = ()
+        # timm's, naming those modules (timm's feature wrappers read it).
+        self.feature_info = [dict(info, module=f"block_outputs.{i}") for i, info in enumerate(vit.feature_info)]
         # The wrapped model, not a submodule (its tensors are ours already): to_timm hands it back.
         object.__setattr__(self, "timm_model", vit)
 
@@ -150,6 +192,9 @@ class RevViT(revzoo.ZooModel):
         return self.norm_pre(x)
 
     def _mask_kwargs(self, attn_mask: torch.Tensor | None, is_causal: bool) -> dict[str, Any]:
+        if isinstance(attn_mask, torch.fx.Proxy) or isinstance(is_causal, torch.fx.Proxy):
+            # torch.fx traces forward's arguments as the graph's inputs: pass them on, AttentionBranch reads them
+            return {"attn_mask": attn_mask, "is_causal": is_causal}
         mask_kwargs: dict[str, Any] = {}
         if attn_mask is not None:
             mask_kwargs["attn_mask"] = attn_mask
@@ -165,9 +210,41 @@ class RevViT(revzoo.ZooModel):
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
     ) -> torch.Tensor:
-        """Embeddings, the reversible stack, final norm: timm's forward_features with the blocks swapped."""
-        x = self.blocks(self._embed(x), **self._mask_kwargs(attn_mask, is_causal))
-        return self.norm(x)
+        """Embeddings, the reversible stack, final norm: timm's forward_features with the blocks swapped.
+
+        The outputs after the blocks chosen by `tap_blocks` also go through `block_outputs[i]`.
+        """
+        x = self._embed(x)
+        kwargs = self._mask_kwargs(attn_mask, is_causal)
+        if not self.tapped and not _traces_into(x, self.blocks):
+            return self.norm(self.blocks(x, **kwargs))
+        outputs = run_blocks(self.blocks, x, self.tapped, kwargs)
+        if not self.tapped:
+            return self.norm(outputs)
+        for position, index in enumerate(self.tapped):
+            self.block_outputs[index](outputs[position])
+        return self.norm(outputs[-1])
+
+    def tap_blocks(self, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
+        """Makes forward also call `block_outputs[i]` on the output after each block in `indices`; returns them.
+
+        `indices` are timm's (the last n blocks for an int, all for None, those listed
+        otherwise); an empty list stops tapping. A tapped output is the block's token
+        output, as timm's `blocks.{i}` gives (prefix tokens included; in the reversible
+        form, the mean of the two streams), for forward hooks and torch.fx feature
+        extraction (timm's `feature_cls="hook"` and `"fx"`). Under "invert" the
+        tapped forward keeps the two streams after each tapped block for backward, as
+        `forward_intermediates` does.
+        """
+        if isinstance(indices, (list, tuple)) and not indices:
+            self.tapped = ()
+            return []
+        try:
+            take, _ = feature_take_indices(len(self.blocks.blocks), indices)
+        except AssertionError as err:  # timm's check of the indices
+            raise IndexError(f"block indices {indices!r}: {err}") from err
+        self.tapped = tuple(sorted(set(take)))
+        return list(self.tapped)
 
     def forward(
         self,
@@ -242,6 +319,7 @@ class RevViT(revzoo.ZooModel):
         """
         take_indices, max_index = feature_take_indices(len(self.blocks.blocks), indices)
         old, kept = self.blocks, self.blocks.blocks[: max_index + 1]
+        self.tapped = tuple(index for index in self.tapped if index <= max_index)
         self.blocks = self._stack([(block.f, block.g) for block in kept], old.form, old.execution)
         self.blocks.set_coupling(old.coupling, old.exact)
         if old.has_adapters:
