@@ -326,3 +326,11 @@ def test_what_a_plugin_prints_while_loading_goes_to_stderr_not_into_the_json(ins
     assert main(["plugins"]) == 0
     out, err = capsys.readouterr()
     assert "chatty" in [record["name"] for record in json.loads(out)] and "says hello" in err
+
+
+def test_an_unknown_name_says_which_plugins_the_environment_left_out(installed, monkeypatch) -> None:
+    installed(FakeEntryPoint("vitish", lambda: plugin_of(tiny_spec("vitish-tiny"))))
+    monkeypatch.setenv("REVZOO_DISABLE_PLUGINS", "vitish")
+    with pytest.raises(revzoo.UnknownModelError,
+                       match="plugin 'vitish' is not loaded: REVZOO_DISABLE_PLUGINS leaves it out"):
+        revzoo.create("vitish-tiny")

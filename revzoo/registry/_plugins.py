@@ -59,6 +59,7 @@ class Registry:
     owners: dict[str, str] = field(default_factory=dict)  # "arch:NAME" / "format:NAME" / ... / "command:NAME" -> plugin
     failures: dict[str, str] = field(default_factory=dict)  # plugin name -> one-line error
     unavailable: dict[str, str] = field(default_factory=dict)  # plugin -> the optional dependency to install
+    skipped: dict[str, str] = field(default_factory=dict)  # plugin -> the environment variable that left it out
     shadowed: dict[str, list[str]] = field(default_factory=dict)  # plugin -> its names another plugin provides
 
 
@@ -71,6 +72,7 @@ class _LoadState:
     versions: dict[str, str] = field(default_factory=dict)
     import_failures: dict[str, str] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
     distributions: dict[str, str] = field(default_factory=dict)  # entry-point plugin -> what `pip install` takes
     requirements: dict[str, list[str]] = field(default_factory=dict)  # entry-point plugin -> its distribution's
     registry: Registry | None = None
@@ -218,7 +220,11 @@ def load_plugins() -> None:
     only, blocked = (_env_names(variable, installed) for variable in ENVIRONMENT)
     for entry_point in entry_points:
         name = entry_point.name
-        if (only is not None and name not in only) or name in (blocked or ()) or plugin_manager.has_plugin(name):
+        if (only is not None and name not in only) or name in (blocked or ()):
+            if name in (blocked or ()) or only:  # named by one of the variables (REVZOO_LOAD_PLUGINS="" loads none)
+                _state.skipped[name] = ENVIRONMENT[1] if name in (blocked or ()) else ENVIRONMENT[0]
+            continue
+        if plugin_manager.has_plugin(name):
             continue
         if entry_point.dist is not None:
             _state.versions[name] = entry_point.dist.version
@@ -335,7 +341,8 @@ def _ordered_plugins() -> Iterator[tuple[str, Any]]:
 
 def _build(strict: str | None = None) -> Registry:
     """Calls every plugin's hooks in pluggy's order (tryfirst/trylast apply), then merges them in precedence order."""
-    registry = Registry(failures=dict(_state.import_failures), unavailable=dict(_state.unavailable))
+    registry = Registry(failures=dict(_state.import_failures), unavailable=dict(_state.unavailable),
+                        skipped=dict(_state.skipped))
     plugins = dict(_ordered_plugins())
     found: dict[str, list[tuple[str, Any]]] = {name: [] for name in plugins}
     left_out: set[str] = set()

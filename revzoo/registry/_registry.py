@@ -67,8 +67,11 @@ def unknown_name_error(name: str, known: Iterable[str], what: str, error: type[K
     """
     close = difflib.get_close_matches(name, sorted(known), n=3)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-    unavailable = sorted(loaded_registry().unavailable.items())
-    absent = "".join(f"; plugin {plugin!r} is not loaded: it {needs}" for plugin, needs in unavailable)
+    registry = loaded_registry()
+    absent = "".join(f"; plugin {plugin!r} is not loaded: it {needs}"
+                     for plugin, needs in sorted(registry.unavailable.items()))
+    absent += "".join(f"; plugin {plugin!r} is not loaded: {variable} leaves it out"
+                      for plugin, variable in sorted(registry.skipped.items()))
     return error(f"unknown {what} {name!r}{hint} (see: revzoo {command}){absent}")
 
 
