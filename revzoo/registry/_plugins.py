@@ -221,8 +221,8 @@ def load_plugins() -> None:
     for entry_point in entry_points:
         name = entry_point.name
         if (only is not None and name not in only) or name in (blocked or ()):
-            if name in (blocked or ()) or only:  # named by one of the variables (REVZOO_LOAD_PLUGINS="" loads none)
-                _state.skipped[name] = ENVIRONMENT[1] if name in (blocked or ()) else ENVIRONMENT[0]
+            if name in (blocked or ()):  # named to be left out (an allow-list leaves out what it does not name)
+                _state.skipped[name] = ENVIRONMENT[1]
             continue
         if plugin_manager.has_plugin(name):
             continue

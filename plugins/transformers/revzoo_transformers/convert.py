@@ -104,5 +104,6 @@ def wrap(model: nn.Module, form: str = "reversible") -> nn.Module:
 
 
 def config_of(model: nn.Module) -> dict[str, Any]:
-    """Returns what rebuilds `model` without its weights: its class, its transformers config, its revzoo stack."""
+    """Returns what rebuilds `model` without its weights: its class and its transformers config (revzoo.save
+    records the coupling and adapters beside it)."""
     return {"model_class": type(model).__name__, "model_type": model.config.model_type, "config": model.config.to_dict()}
