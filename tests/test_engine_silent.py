@@ -252,3 +252,26 @@ def test_a_parent_parameter_replaced_after_the_first_call_is_never_silently_left
     with pytest.raises(RuntimeError, match="did not use when execution='invert' planned it"):
         _grads(model, "invert")
     _assert_same(_grads(model, "autograd"), _grads(model, "invert"))  # planned again
+
+
+class Counts(nn.Module):
+    """A branch whose output depends on how often it ran: state torch's RNG and buffers do not hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.linear(x) * (1 + 0.1 * self.calls)
+
+
+def test_check_reversible_finds_state_outside_the_rng_and_buffers() -> None:
+    torch.manual_seed(0)
+    x = torch.linspace(-1, 1, 8, dtype=torch.float64).view(2, 4)
+    counting = revzoo.ReversibleSequence([(Counts(), nn.Linear(4, 4))]).double()
+    report = revzoo.check_reversible(counting, x)
+    assert not report.repeatable and "NOT REPEATABLE" in str(report)
+    with_dropout = revzoo.ReversibleSequence([(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)), nn.Linear(4, 4))])
+    assert revzoo.check_reversible(with_dropout.double(), x).repeatable  # torch's RNG is put back: repeatable

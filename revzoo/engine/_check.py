@@ -34,12 +34,16 @@ class ReversibilityReport:
 
     `mutated_buffers` names the buffers one call changes (BatchNorm's running statistics, ...);
     `max_buffer_diff` is the largest difference between them after one "invert" and one "autograd" call.
+    `repeatable` is False when two calls under the same seed and buffers gave different outputs: the model
+    keeps state outside torch's RNG, its buffers and its keyword generators (numpy's RNG, a
+    `torch.Generator` held on a module, a counter), which the invert execution's recompute cannot restore.
     """
 
     blocks: list[BlockReport] = field(default_factory=list)
     max_grad_diff: float = 0.0
     mutated_buffers: tuple[str, ...] = ()
     max_buffer_diff: float = 0.0
+    repeatable: bool = True  # two calls with the same seed and buffers gave the same outputs
 
     @property
     def max_reconstruction_error(self) -> float:
@@ -62,6 +66,10 @@ class ReversibilityReport:
             shown = ", ".join(self.mutated_buffers[:4]) + (", ..." if len(self.mutated_buffers) > 4 else "")
             footer.append(f"buffers changed by a call: {len(self.mutated_buffers)} ({shown})")
             footer.append(f"max buffer difference after one call: {self.max_buffer_diff:.2e}")
+        if not self.repeatable:
+            footer.append("NOT REPEATABLE: two calls with the same seed and buffers gave different outputs (state "
+                          "outside torch's RNG, buffers and keyword generators: numpy's RNG, a torch.Generator on a "
+                          "module, a counter); execution='invert' recomputes with that state changed")
         return "\n".join([header, *rows, *footer])
 
 
@@ -77,15 +85,27 @@ def tensors_in(value: Any) -> Iterator[torch.Tensor]:
             yield from tensors_in(item)
 
 
-def _gradients(model: nn.Module, inputs: tuple, kwargs: dict, seed: int, targets: list[torch.Tensor]) -> list:
+def _outputs(model: nn.Module, inputs: tuple, kwargs: dict, seed: int) -> list[torch.Tensor]:
+    """The outputs of one call under `seed` that require grad (all floating ones when grad is off)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        outputs = [t for t in tensors_in(model(*inputs, **kwargs)) if t.requires_grad]
+        found = list(tensors_in(model(*inputs, **kwargs)))
+    return [t for t in found if t.requires_grad or (not torch.is_grad_enabled() and t.is_floating_point())]
+
+
+def _gradients(model: nn.Module, inputs: tuple, kwargs: dict, seed: int, targets: list[torch.Tensor]
+               ) -> tuple[list, list[torch.Tensor]]:
+    """Returns the gradients of a fixed random projection of the outputs, and the outputs (detached)."""
+    outputs = _outputs(model, inputs, kwargs, seed)
     if not outputs:
         raise ValueError("the model's outputs do not require grad; nothing to check")
     weights = torch.Generator().manual_seed(seed + 1)
     loss = sum((out * torch.randn(out.shape, generator=weights).to(out)).sum() for out in outputs)
-    return list(torch.autograd.grad(loss, targets, allow_unused=True))
+    return list(torch.autograd.grad(loss, targets, allow_unused=True)), [out.detach() for out in outputs]
+
+
+def _same(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
+    return len(first) == len(second) and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, second))
 
 
 class _Buffers:
@@ -148,13 +168,16 @@ def check_reversible(model_or_stack: nn.Module, *inputs: Any, seed: int = 0, **k
     try:
         for stack in stacks.values():
             stack.execution = "autograd"
-        reference = _gradients(model_or_stack, inputs, kwargs, seed, targets)
+        reference, outputs = _gradients(model_or_stack, inputs, kwargs, seed, targets)
         reference_buffers = buffers.now()
+        buffers.restore()
+        with torch.no_grad():  # the same call again: it must give the same outputs, or the recompute cannot
+            repeatable = _same(outputs, _outputs(model_or_stack, inputs, kwargs, seed))
         buffers.restore()
         for stack in stacks.values():
             stack.execution = "invert"
             stack.traces = []
-        inverted = _gradients(model_or_stack, inputs, kwargs, seed, targets)
+        inverted = _gradients(model_or_stack, inputs, kwargs, seed, targets)[0]
         inverted_buffers = buffers.now()
         traces = {name: stack.traces for name, stack in stacks.items()}
     finally:
@@ -180,4 +203,4 @@ def check_reversible(model_or_stack: nn.Module, *inputs: Any, seed: int = 0, **k
                     bitwise = bitwise and torch.equal(original, rebuilt)
             grad_diff = _worst(diffs[id(p)] for p in block.parameters() if id(p) in diffs)
             blocks.append(BlockReport(name, index, recon_abs, recon_rel, grad_diff, bitwise))
-    return ReversibilityReport(blocks, _worst(diffs.values()), mutated, buffer_diff)
+    return ReversibilityReport(blocks, _worst(diffs.values()), mutated, buffer_diff, repeatable)
