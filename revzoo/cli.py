@@ -195,7 +195,13 @@ def _cmd_create(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     from .bench._bench import main as bench_main
 
-    bench_main(args.bench_args)
+    bench_main(args.own_options)
+
+
+def _cmd_cards(args: argparse.Namespace) -> int:
+    from .bench._cards import main as cards_main
+
+    return cards_main(args.own_options)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -287,6 +293,10 @@ def _add_core_commands(commands: argparse._SubParsersAction) -> None:
                               add_help=False)
     sub.set_defaults(_run=_cmd_bench, _passes_options_on=True)
 
+    sub = commands.add_parser("cards", help="write the model cards from the registry and bench results (--help: its "
+                              "options)", add_help=False)
+    sub.set_defaults(_run=_cmd_cards, _passes_options_on=True)
+
     sub = commands.add_parser("demo", help="train, save, convert, reload and sample a small model")
     sub.add_argument("--out", default="revzoo-demo", help="directory for what the demo writes")
     sub.set_defaults(_run=_cmd_demo)
@@ -361,10 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _warnings_as_lines():
             args, unparsed = _parser(argv).parse_known_args(argv)
             if getattr(args, "_passes_options_on", False):
-                args.bench_args = unparsed
+                args.own_options = unparsed
             elif unparsed:  # the chosen command's usage, not the top level's
                 args._command_parser.error(f"unrecognized arguments: {' '.join(unparsed)}")
-            args._run(args)
+            code = args._run(args) or 0  # a command returns None, or an exit code (`cards --check`: 1 when stale)
             sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
     except RevzooError as err:
         _error_line(str(err))
@@ -378,4 +388,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("revzoo: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code

@@ -51,4 +51,4 @@ def test_info_json(builtin_plugins, capsys) -> None:
     assert code == 0
     assert (info["name"], info["form of this name"], info["subname"]) == (
         "timm", "reversible", {"model_name": "vit_base_patch16_224"})
-    assert info["card"].endswith("vit.md#timm-and-timm-rev")
+    assert info["card"].endswith("revzoo_vit/model_card.md#timm-and-timm-rev")

@@ -24,8 +24,7 @@ ALLOWED = {
     "compat": {"engine"},
     "bench": {"engine", "registry", "checkpoints", "errors", "_lazy", "_version"},
 }
-PLUGINS = {"revzoo_dalle": "plugins/dalle", "revzoo_lie": "plugins/lie", "revzoo_vit": "plugins/vit",
-           "revzoo_transformers": "plugins/transformers/revzoo_transformers"}
+PLUGINS = {path.name: str(path.relative_to(ROOT)) for path in sorted(ROOT.glob("plugins/*/revzoo_*"))}
 
 
 def _module_name(path: Path, package: str, folder: Path) -> str:

@@ -1,12 +1,10 @@
 """Model cards: every registered model has one, with the required front matter and generated fields,
-and tools/make_cards.py keeps hand-written prose, carries measured figures over and detects stale cards."""
+and `revzoo cards` keeps hand-written prose, carries measured figures over and detects stale cards."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -14,25 +12,14 @@ import pytest
 import yaml
 
 import revzoo
-from helpers import plugin_of, tiny_spec
+from helpers import tiny_spec
+from revzoo.bench import _cards as make_cards
 from revzoo.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 ARCHITECTURE_FIELDS = ("- Description:", "- Plugin:", "- Parameters:", "#### Default config", "#### Forms",
                        "#### Routes and stream layout", "Stream layout:", "#### Measured memory and speed",
                        "#### Create, convert, import")
 CARD_FIELDS = ("### What changes between the forms", "Limitations:")
-
-
-def load_make_cards() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_cards", ROOT / "tools" / "make_cards.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-make_cards = load_make_cards()
 
 
 def parts(text: str) -> tuple[dict, str]:
@@ -54,7 +41,7 @@ def test_every_registered_model_has_a_card_with_the_fields(builtin_plugins: list
     for name in builtin_plugins:
         spec = revzoo.get_architecture(name)
         assert spec.card, f"{name}: the spec names no card"
-        front, generated = parts((ROOT / spec.card).read_text())
+        front, generated = parts(revzoo.registry.card_section(name).path.read_text())
         assert front["library_name"] == "revzoo" and front["license"], name
         assert {"revzoo", "reversible"} <= set(front["tags"]), name
         section = architecture_section(generated, spec.name)
@@ -69,7 +56,7 @@ def test_info_shows_the_card_section_of_each_name(builtin_plugins: list[str], ca
     for name in builtin_plugins:
         assert main(["info", name]) == 0
         spec = revzoo.get_architecture(name)
-        card = ROOT / spec.card  # in a checkout, info shows the absolute path
+        card = revzoo.registry.card_section(name).path  # beside the plugin's module: absolute
         match = re.search(rf"^card\s+{re.escape(str(card))}#(\S+)$", capsys.readouterr().out, re.M)
         assert match, name
         heading = re.search(rf"^### (`{re.escape(spec.name)}`.*)$", card.read_text(), re.M).group(1)
@@ -106,20 +93,34 @@ def bench_results(path: Path) -> Path:
     return path / "bench.json"
 
 
+def _module_plugin(folder: Path, card: str, *others: revzoo.ArchSpec) -> ModuleType:
+    """A third-party plugin module living in `folder`, registering "tiny" with `card` (and `others`)."""
+    module = ModuleType("thirdparty_cards")
+    module.__file__ = str(folder / "thirdparty_cards.py")
+
+    @revzoo.hookimpl
+    def register_architectures(register):
+        for spec in (tiny_spec(card=card), *others):
+            register(spec)
+
+    module.register_architectures = register_architectures
+    return module
+
+
 def test_make_cards_merges_prose_and_checks(tmp_path: Path, register_plugin) -> None:
-    register_plugin(plugin_of(tiny_spec(card="model_cards/tiny.md"), tiny_spec("other")), name="tiny-plugin")
+    register_plugin(_module_plugin(tmp_path, "model_cards/tiny.md", tiny_spec("other")), name="tiny-plugin")
     card = tmp_path / "model_cards" / "tiny.md"
     card.parent.mkdir()
     card.write_text(PROSE)
 
     def plan(bench: Path | None = None) -> dict[str, str]:
-        planned = make_cards.plan_cards(tmp_path, bench)
+        planned = make_cards.plan_cards(bench)
         for each in planned:
             each.path.write_text(each.expected)
         return {each.path.name: each.expected for each in planned}
 
     written = plan(bench_results(tmp_path / "bench-results"))
-    assert set(written) == {"tiny.md", "other.md"}  # "other" names no card: it gets model_cards/other.md
+    assert set(written) == {"tiny.md", "other.md"}  # "other" names no card: it gets other.md beside its plugin
     text = written["tiny.md"]
     front, generated = parts(text)
     assert front == {"library_name": "revzoo", "license": "mit", "tags": ["tiny", "revzoo", "reversible"]}
@@ -131,43 +132,26 @@ def test_make_cards_merges_prose_and_checks(tmp_path: Path, register_plugin) -> 
     assert "Limitations: none written yet" in written["other.md"]
 
     assert plan() == written  # without bench results, the figures are kept: nothing changes
-    assert all(each.current == each.expected for each in make_cards.plan_cards(tmp_path, None))
+    assert all(each.current == each.expected for each in make_cards.plan_cards(None))
     card.write_text(text.replace("| `dim` | `4` |", "| `dim` | `5` |").replace("- Only", "- Still only"))
-    (stale,) = [each for each in make_cards.plan_cards(tmp_path, None) if each.current != each.expected]
+    (stale,) = [each for each in make_cards.plan_cards(None) if each.current != each.expected]
     assert stale.path == card and "- Still only for tests." in stale.expected and "| `dim` | `4` |" in stale.expected
 
 
 def test_check_fails_on_a_missing_card_until_written(tmp_path: Path, register_plugin, monkeypatch, capsys) -> None:
-    register_plugin(plugin_of(tiny_spec(card="model_cards/tiny.md")), name="tiny-plugin")
-    monkeypatch.setattr(make_cards, "ROOT", tmp_path)
-    (tmp_path / "model_cards").mkdir()
-    (tmp_path / "model_cards" / "gone.md").write_text("prose of an uninstalled plugin's model\n")
-    assert make_cards.main(["--check"]) == 1 and not (tmp_path / "model_cards" / "tiny.md").exists()
-    out = capsys.readouterr().out
-    assert "missing     model_cards/tiny.md (tiny)" in out and "unused      model_cards/gone.md" in out
-    assert make_cards.main([]) == 0 and "created     model_cards/tiny.md (tiny)" in capsys.readouterr().out
-    assert make_cards.main(["--check"]) == 0 and "up to date  model_cards/tiny.md" in capsys.readouterr().out
-
-
-def _module_plugin(folder: Path, card: str) -> ModuleType:
-    """A third-party plugin module living in `folder`, registering "tiny" with `card`."""
-    module = ModuleType("thirdparty_cards")
-    module.__file__ = str(folder / "thirdparty_cards.py")
-
-    @revzoo.hookimpl
-    def register_architectures(register):
-        register(tiny_spec(card=card))
-
-    module.register_architectures = register_architectures
-    return module
+    register_plugin(_module_plugin(tmp_path, "model_cards/tiny.md"), name="tiny-plugin")
+    monkeypatch.chdir(tmp_path)
+    assert main(["cards", "--check"]) == 1 and not (tmp_path / "model_cards" / "tiny.md").exists()
+    assert "missing     model_cards/tiny.md (tiny)" in capsys.readouterr().out
+    assert main(["cards"]) == 0 and "created     model_cards/tiny.md (tiny)" in capsys.readouterr().out
+    assert main(["cards", "--check"]) == 0 and "up to date  model_cards/tiny.md" in capsys.readouterr().out
 
 
 def test_a_third_party_cards_relative_path_is_its_own_never_revzoos(tmp_path: Path, register_plugin) -> None:
-    register_plugin(_module_plugin(tmp_path, "model_cards/vit.md"), name="thirdparty-cards")  # revzoo has a vit.md
-    assert revzoo.registry.card_section("tiny") is None  # it pointed into revzoo's own vit card
+    register_plugin(_module_plugin(tmp_path, "model_card.md"), name="thirdparty-cards")  # the built-ins have one
+    assert revzoo.registry.card_section("tiny") is None  # it once pointed into one of revzoo's own cards
     revzoo.unregister_plugin("thirdparty-cards")
-    (tmp_path / "model_cards").mkdir()
-    (tmp_path / "model_cards" / "vit.md").write_text("# Its own card\n")
-    register_plugin(_module_plugin(tmp_path, "model_cards/vit.md"), name="thirdparty-cards")
+    (tmp_path / "model_card.md").write_text("# Its own card\n")
+    register_plugin(_module_plugin(tmp_path, "model_card.md"), name="thirdparty-cards")
     section = revzoo.registry.card_section("tiny")
-    assert section is not None and section.path == tmp_path / "model_cards" / "vit.md"
+    assert section is not None and section.path == tmp_path / "model_card.md"

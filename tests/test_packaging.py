@@ -37,12 +37,12 @@ def test_one_licence_stated_once_and_every_card_agrees() -> None:
     assert PYPROJECT["project"]["license"] == "MIT" and PYPROJECT["project"]["license-files"] == ["LICENSE"]
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
     assert not any(c.startswith("License ::") for c in PYPROJECT["project"]["classifiers"])  # PEP 639: not both
-    cards = sorted((ROOT / "model_cards").glob("*.md"))
+    cards = sorted(ROOT.glob("plugins/*/revzoo_*/model_card.md"))
     assert cards and {card.name: front_matter_licence(card) for card in cards} == {card.name: "mit" for card in cards}
 
 
 def test_make_cards_writes_the_distributions_licence_over_a_cards_own() -> None:
-    from test_model_cards import make_cards
+    from revzoo.bench import _cards as make_cards
 
     assert "license: mit" in make_cards._front_matter({"license": "apache-2.0"}, "mit")
     assert "license: apache-2.0" in make_cards._front_matter({"license": "apache-2.0"}, "unknown")
@@ -117,16 +117,18 @@ def test_an_installed_wheel_imports_every_module_of_its_source(built, tmp_path) 
         [sys.executable, "-c", "import revzoo, revzoo.compat.lucidrains as m; print(revzoo.__file__); print(m.__file__)"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(site)},
     ).stdout.splitlines())
-    source = {str(path.relative_to(ROOT / "revzoo").with_suffix("")).replace(os.sep, ".")
-              for path in (ROOT / "revzoo").rglob("*.py") if path.name != "__main__.py"}
-    wanted = {"revzoo" if name == "__init__" else "revzoo." + name.removesuffix(".__init__") for name in source}
+    packages = [ROOT / "revzoo", *sorted(ROOT.glob("plugins/*/revzoo_*"))]  # revzoo's and each built-in plugin's
+    source = {".".join(path.relative_to(package.parent).with_suffix("").parts) for package in packages
+              for path in package.rglob("*.py") if path.name != "__main__.py"}
+    wanted = {name.removesuffix(".__init__") for name in source}
     assert wanted <= set(imported.stdout.split()), sorted(wanted - set(imported.stdout.split()))
 
 
 @pytest.mark.slow
 def test_an_installed_wheel_finds_its_cards(built, tmp_path) -> None:
     names = zipfile.ZipFile(built["wheel"]).namelist()
-    assert {f"revzoo/model_cards/{card.name}" for card in (ROOT / "model_cards").glob("*.md")} <= set(names)
+    cards = {str(card.relative_to(card.parents[1])) for card in ROOT.glob("plugins/*/revzoo_*/model_card.md")}
+    assert len(cards) == 4 and cards <= set(names)
     site = tmp_path / "site"  # a non-editable install, found before this checkout's editable one
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", str(site),
                     str(built["wheel"])], check=True, timeout=300)
@@ -135,4 +137,4 @@ def test_an_installed_wheel_finds_its_cards(built, tmp_path) -> None:
                            env={**env, "PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
     card = json.loads(shown.stdout)["card"]
-    assert card == f"{site / 'revzoo' / 'model_cards' / 'vit.md'}#vit-tiny-and-vit-tiny-rev"
+    assert card == f"{site / 'revzoo_vit' / 'model_card.md'}#vit-tiny-and-vit-tiny-rev"

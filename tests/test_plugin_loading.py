@@ -259,7 +259,7 @@ def test_both_variables_read_alike_and_unknown_names_warn(three, monkeypatch, va
     [
         ({"aliases": "xyz"}, r"aliases must be a tuple of names, not the string 'xyz'"),
         ({"aliases": ("ok", 5)}, r"architecture 'tiny': alias name 5 must be lowercase"),
-        ({"card": 5}, r"card must be a path such as 'model_cards/NAME.md' or None, got 5"),
+        ({"card": 5}, r"card must be a path such as 'model_card.md' or None, got 5"),
         ({"example_inputs": 42}, r"example_inputs must be a function \(model, generator\) -> \(args, kwargs\) or None"),
         ({"routes": {"mask": "banana"}}, r"route 'mask' is 'banana'; expected 'f', 'g' or 'both'"),
         ({"routes": ["mask"]}, r"routes must map keyword names to 'f', 'g' or 'both'"),

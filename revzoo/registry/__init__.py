@@ -25,6 +25,7 @@ _EXPORTS = {
     "register_plugin": "._plugins",
     "CardSection": "._cards",
     "card_file": "._cards",
+    "card_location": "._cards",
     "card_section": "._cards",
     "split_front_matter": "._cards",
     "unregister_plugin": "._plugins",
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from ._adapt import wrap as wrap
     from ._cards import CardSection as CardSection
     from ._cards import card_file as card_file
+    from ._cards import card_location as card_location
     from ._cards import card_section as card_section
     from ._cards import split_front_matter as split_front_matter
     from ._plugins import loaded_registry as loaded_registry
@@ -89,6 +91,7 @@ __all__ = [
     "ImportedCheckpoint",
     "TrainingState",
     "card_file",
+    "card_location",
     "card_section",
     "create",
     "default_form",

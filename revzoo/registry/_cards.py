@@ -1,10 +1,10 @@
 """Model cards: where a registered name's card is (installed or in the checkout) and its own section in it.
 
-The built-in cards live in `model_cards/` of the source tree and are shipped in the wheel as
-`revzoo/model_cards/`, so an installed revzoo finds them as well as a checkout does. One card
-file may describe several architectures (vit.md: vit-tiny, vit-small, vit-base, timm); each
-architecture has its own section there, written by tools/make_cards.py, with its config,
-forms and measured figures, and every name of the architecture (NAME, NAME-rev) resolves to it.
+A card is a file beside the module of the plugin that registers it (`card="model_card.md"`), so a
+wheel ships it with the plugin and a third-party plugin's card is its own. One card file may
+describe several architectures (the vit plugin's: vit-tiny, vit-small, vit-base, timm); each
+architecture has its own section there, written by `revzoo cards`, with its config, forms and
+measured figures, and every name of the architecture (NAME, NAME-rev) resolves to it.
 """
 
 from __future__ import annotations
@@ -13,33 +13,28 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._plugins import is_builtin, loaded_registry, plugin_manager
+from ._plugins import loaded_registry, plugin_manager
 from ._registry import resolve
 
 __all__ = ["CardSection", "card_file", "card_section", "split_front_matter"]
 
-_PACKAGE = Path(__file__).resolve().parents[1]  # revzoo/
 _FRONT_MATTER = re.compile(r"---\n(.*?\n)?---\n", re.S)
 
 
-def card_file(card: str | None, plugin: str | None = None) -> Path | None:
-    """Returns the card registered as `card` (a path such as "model_cards/vit.md") by `plugin`, or None if it is nowhere.
-
-    Looked up as given when absolute, else beside the plugin's own module (a third-party plugin's card
-    is its own, never a file of revzoo's), and for revzoo's built-in plugins (or no plugin named) in the
-    installed package (`revzoo/model_cards/`, a wheel), then in the source tree beside the package.
-    """
-    if not card:
-        return None
+def card_location(card: str, plugin: str | None) -> Path | None:
+    """Returns where the card `card` of `plugin` is or belongs: as given when absolute, else beside the plugin's
+    own module (its package's folder); None when it is relative and the plugin has no file."""
     path = Path(card)
     if path.is_absolute():
-        candidates = [path]
-    else:
-        module = plugin_manager.get_plugin(plugin) if plugin is not None else None
-        own = [Path(module.__file__).resolve().parent / path] if getattr(module, "__file__", None) else []
-        builtin = plugin is None or is_builtin(plugin)
-        candidates = own + ([_PACKAGE / path, _PACKAGE.parent / path] if builtin else [])
-    return next((candidate for candidate in candidates if candidate.is_file()), None)
+        return path
+    module = plugin_manager.get_plugin(plugin) if plugin is not None else None
+    return Path(module.__file__).resolve().parent / path if getattr(module, "__file__", None) else None
+
+
+def card_file(card: str | None, plugin: str | None = None) -> Path | None:
+    """Returns the card registered as `card` (a path such as "model_card.md") by `plugin`, or None if it is nowhere."""
+    path = card_location(card, plugin) if card else None
+    return path if path is not None and path.is_file() else None
 
 
 def split_front_matter(text: str) -> tuple[str, str]:
@@ -70,7 +65,7 @@ class CardSection:
 def card_section(name: str) -> CardSection | None:
     """Returns the card section of a registered model name (NAME and NAME-rev share it), or None without a card.
 
-    The section is the one whose `###` heading names the architecture first (as tools/make_cards.py
+    The section is the one whose `###` heading names the architecture first (as `revzoo cards`
     writes them); a card without one is returned whole, with no anchor.
     """
     spec = resolve(name)[0]

@@ -40,7 +40,7 @@ def _check_fields(spec: ArchSpec) -> None:
         shown = f"the string {spec.aliases!r}" if isinstance(spec.aliases, str) else repr(spec.aliases)
         raise PluginError(f"{where} aliases must be a tuple of names, not {shown} (write aliases=({spec.aliases!r},))")
     if spec.card is not None and (not isinstance(spec.card, str) or not spec.card):
-        raise PluginError(f"{where} card must be a path such as 'model_cards/NAME.md' or None, got {spec.card!r}")
+        raise PluginError(f"{where} card must be a path such as 'model_card.md' or None, got {spec.card!r}")
     if spec.example_inputs is not None and not callable(spec.example_inputs):
         raise PluginError(f"{where} example_inputs must be a function (model, generator) -> (args, kwargs) or None, "
                           f"got {spec.example_inputs!r}")

@@ -76,7 +76,7 @@ def register_architectures(register) -> None:
         example_inputs=_example,
         foreign_class=True,
         hub_config=_hub_config,
-        card="model_cards/transformers.md",
+        card="model_card.md",
     ))
 
 

@@ -69,7 +69,7 @@ def register_architectures(register: Callable[[revzoo.ArchSpec], None]) -> None:
             forms=("sequential", "reversible"),
             routes=ROUTES,
             layout=STREAM_LAYOUT,
-            card="model_cards/lie-transformer.md",
+            card="model_card.md",
             example_inputs=example_inputs,
             small={"dim": 32, "heads": 4, "dim_head": 16, "nbhd": 16},
         )

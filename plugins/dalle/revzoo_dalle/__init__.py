@@ -67,7 +67,7 @@ def register_architectures(register: Callable[[revzoo.ArchSpec], None]) -> None:
         forms=("sequential", "reversible"),
         routes=ROUTES,
         layout=None,
-        card="model_cards/dalle.md",
+        card="model_card.md",
         example_inputs=example_inputs,
         small={"dim": 128, "heads": 4, "dim_head": 32, "num_text_tokens": 1000, "text_seq_len": 32,
                "image_size": 128, "num_image_tokens": 256, "vae_hidden_dim": 32, "vae_codebook_dim": 64},
@@ -78,7 +78,7 @@ def register_architectures(register: Callable[[revzoo.ArchSpec], None]) -> None:
         description="DALLE-pytorch's discrete VAE (images to codebook ids and back), DALL-E's first stage",
         defaults=VAE_DEFAULTS,
         forms=("sequential",),
-        card="model_cards/dalle.md",
+        card="model_card.md",
         example_inputs=example_vae_inputs,
         small={"image_size": 64, "num_tokens": 256, "codebook_dim": 64, "hidden_dim": 32},
     ))

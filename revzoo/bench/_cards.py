@@ -1,4 +1,5 @@
-"""Writes model_cards/*.md from the registry and the latest `revzoo bench` results, keeping the hand-written prose.
+"""`revzoo cards`: writes each plugin's model cards from the registry and the latest `revzoo bench` results, keeping
+the hand-written prose.
 
 A card is Hugging Face front matter (`library_name: revzoo`, the tags revzoo and reversible, and a license added
 where missing; other values kept), the prose its authors wrote, and one section between GENERATED_START and
@@ -6,7 +7,10 @@ GENERATED_END that this tool rewrites on every run. The section keeps the measur
 comments, so a run without bench results (as in CI) carries them over: a card only goes stale when the registry
 or newer results change it.
 
-Usage: python tools/make_cards.py [--check] [--bench bench-results/bench.json]
+A card lives beside the module of the plugin that registers it (`card="model_card.md"`), so this writes into
+the plugin's own folder: run it in the plugin's checkout (revzoo's own: plugins/NAME/revzoo_NAME/model_card.md).
+
+Usage: revzoo cards [--check] [--bench bench-results/bench.json]
 `--check` writes nothing and exits 1 when a card is missing or stale.
 """
 
@@ -15,21 +19,20 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-import revzoo
-from revzoo.bench._bench import _benchable_architectures
+from ..checkpoints._write import atomic_write
+from ..errors import ConfigError, RevzooError
+from ..registry import ArchSpec, card_location, create, get_architecture, get_format, list_models, plugins_info
+from ._bench import _benchable_architectures
 
-ROOT = Path(__file__).resolve().parents[1]
-CARD_DIR = "model_cards"
 GENERATED_START = "<!-- revzoo:generated:start -->"
 GENERATED_END = "<!-- revzoo:generated:end -->"
 BENCH_COMMENT = re.compile(r"<!-- revzoo:bench (\{.*?\}) -->")
@@ -64,19 +67,20 @@ def _json_cell(value: Any) -> str:
     return "`" + json.dumps(value).replace("|", "\\|") + "`"
 
 
+def _yaml() -> Any:
+    try:
+        import yaml
+    except ModuleNotFoundError as err:
+        raise ConfigError("revzoo cards reads and writes YAML front matter: pip install pyyaml") from err
+    return yaml
+
+
 def _split(text: str) -> tuple[dict[str, Any], str]:
     """Returns the front matter as a dict and the rest of the card."""
     match = re.match(r"---\n(.*?\n)?---\n", text, re.S)
     if match is None:
         return {}, text
-    return yaml.safe_load(match.group(1) or "") or {}, text[match.end():]
-
-
-class _IndentedLists(yaml.SafeDumper):
-    """Indents list items under their key, as the hand-written cards do."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        return super().increase_indent(flow, False)
+    return _yaml().safe_load(match.group(1) or "") or {}, text[match.end():]
 
 
 def _front_matter(existing: dict[str, Any], license_id: str) -> str:
@@ -93,7 +97,13 @@ def _front_matter(existing: dict[str, Any], license_id: str) -> str:
         data["pipeline_tag"] = existing["pipeline_tag"]
     data["tags"] = tags
     data.update({key: value for key, value in existing.items() if key not in data})
-    body = yaml.dump(data, Dumper=_IndentedLists, sort_keys=False, allow_unicode=True, width=1000)
+    yaml = _yaml()
+
+    class IndentedLists(yaml.SafeDumper):  # list items indented under their key, as the hand-written cards are
+        def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+            return super().increase_indent(flow, False)
+
+    body = yaml.dump(data, Dumper=IndentedLists, sort_keys=False, allow_unicode=True, width=1000)
     return f"---\n{body}---\n"
 
 
@@ -111,7 +121,7 @@ def _license_of(plugin: str | None) -> str:
 def _plugins() -> dict[str, dict[str, Any]]:
     """Returns the plugin record of each architecture name, warning about plugins that failed to load."""
     owners = {}
-    for record in revzoo.plugins_info():
+    for record in plugins_info():
         if record["status"] != "ok":
             print(f"warning: plugin {record['name']!r} failed to load, its models get no card: {record['error']}",
                   file=sys.stderr)
@@ -120,12 +130,12 @@ def _plugins() -> dict[str, dict[str, Any]]:
     return owners
 
 
-def _parameters(spec: revzoo.ArchSpec) -> str:
+def _parameters(spec: ArchSpec) -> str:
     """Counts the default config's parameters on a meta-device build: no memory, no time."""
     try:
         with torch.device("meta"):
-            model = revzoo.create(spec.name)
-    except (revzoo.RevzooError, TypeError, ValueError) as err:
+            model = create(spec.name)
+    except (RevzooError, TypeError, ValueError) as err:
         return f"not counted: the default config does not build ({type(err).__name__}: {err})"
     parameters = list(model.parameters())
     total = sum(p.numel() for p in parameters)
@@ -135,7 +145,7 @@ def _parameters(spec: revzoo.ArchSpec) -> str:
     return f"{total:,}{millions} in the default config{detail}; the same in every form"
 
 
-def _names_and_forms(spec: revzoo.ArchSpec) -> list[tuple[str, str]]:
+def _names_and_forms(spec: ArchSpec) -> list[tuple[str, str]]:
     """Returns `(name, form)` as the registry names them: the bare name's form first, then `NAME-rev`."""
     base = "sequential" if "sequential" in spec.forms else spec.forms[0]
     names = [(spec.name, base)]
@@ -144,7 +154,7 @@ def _names_and_forms(spec: revzoo.ArchSpec) -> list[tuple[str, str]]:
     return names
 
 
-def _config(spec: revzoo.ArchSpec) -> list[str]:
+def _config(spec: ArchSpec) -> list[str]:
     lines = ["#### Default config", "", "| key | default |", "| --- | --- |"]
     lines += [f"| `{key}` | {_json_cell(value)} |" for key, value in spec.defaults.items()]
     if spec.subname_key:
@@ -154,12 +164,12 @@ def _config(spec: revzoo.ArchSpec) -> list[str]:
     return lines
 
 
-def _forms(spec: revzoo.ArchSpec) -> list[str]:
+def _forms(spec: ArchSpec) -> list[str]:
     lines = ["#### Forms", "", "| name | form | each block `(f, g)` computes |", "| --- | --- | --- |"]
     return lines + [f"| `{name}` | {form} | {FORM_RULES[form]} |" for name, form in _names_and_forms(spec)]
 
 
-def _routes_and_layout(spec: revzoo.ArchSpec) -> list[str]:
+def _routes_and_layout(spec: ArchSpec) -> list[str]:
     lines = ["#### Routes and stream layout", ""]
     if spec.routes:
         lines += ["Keyword arguments of the stack reach the branches of every block as follows (any other keyword "
@@ -180,10 +190,10 @@ def _routes_and_layout(spec: revzoo.ArchSpec) -> list[str]:
     return lines
 
 
-def _measured(spec: revzoo.ArchSpec, entry: dict[str, Any] | None) -> list[str]:
+def _measured(spec: ArchSpec, entry: dict[str, Any] | None) -> list[str]:
     lines = ["#### Measured memory and speed", ""]
     if entry is None and spec.name in _benchable_architectures():
-        return lines + ["Not measured yet: run `revzoo bench`, then `python tools/make_cards.py`."]
+        return lines + ["Not measured yet: run `revzoo bench`, then `revzoo cards`."]
     if entry is None:
         return lines + ["Not measured: `revzoo bench` measures the architectures whose spec gives `example_inputs`, "
                         "a `depth` option and both forms."]
@@ -211,7 +221,7 @@ def _measured(spec: revzoo.ArchSpec, entry: dict[str, Any] | None) -> list[str]:
     return lines + ["", f"Training-step time at depth {entry['time_depth']}, relative to sequential: {times}."]
 
 
-def _usage(spec: revzoo.ArchSpec, plugin: dict[str, Any] | None) -> list[str]:
+def _usage(spec: ArchSpec, plugin: dict[str, Any] | None) -> list[str]:
     names = _names_and_forms(spec)
     name, form = names[-1]
     created = f"{name}/SUB" if spec.subname_key else name
@@ -230,7 +240,7 @@ def _usage(spec: revzoo.ArchSpec, plugin: dict[str, Any] | None) -> list[str]:
     ]
     if len(names) > 1:
         lines.append(f"revzoo convert {name}.safetensors {spec.name}.safetensors --to {other}")
-    formats = [revzoo.get_format(fmt) for fmt in (plugin or {}).get("formats", [])]
+    formats = [get_format(fmt) for fmt in (plugin or {}).get("formats", [])]
     for fmt in formats:
         lines.append(f"revzoo import {fmt.name} IN {spec.name}.safetensors")
         if fmt.write is not None:
@@ -243,7 +253,7 @@ def _usage(spec: revzoo.ArchSpec, plugin: dict[str, Any] | None) -> list[str]:
 
 def _formats(plugins: list[dict[str, Any]]) -> list[str]:
     """Returns the table of the foreign checkpoint formats the card's plugins register (none: no table)."""
-    rows = [(plugin["name"], revzoo.get_format(name)) for plugin in plugins for name in plugin["formats"]]
+    rows = [(plugin["name"], get_format(name)) for plugin in plugins for name in plugin["formats"]]
     if not rows:
         return []
     lines = ["### Checkpoint formats", "", "`revzoo import FORMAT IN OUT` reads them without pickle; `revzoo export` "
@@ -253,7 +263,7 @@ def _formats(plugins: list[dict[str, Any]]) -> list[str]:
                     for plugin, fmt in rows] + [""]
 
 
-def _architecture(spec: revzoo.ArchSpec, plugin: dict[str, Any] | None, entry: dict[str, Any] | None) -> list[str]:
+def _architecture(spec: ArchSpec, plugin: dict[str, Any] | None, entry: dict[str, Any] | None) -> list[str]:
     heading = " and ".join(f"`{name}`" for name, _ in _names_and_forms(spec))
     facts = [f"- Description: {spec.description}",
              f"- Plugin: `{plugin['name']}`" if plugin else "- Plugin: unknown",
@@ -264,13 +274,13 @@ def _architecture(spec: revzoo.ArchSpec, plugin: dict[str, Any] | None, entry: d
     return [f"### {heading}", "", *facts, *(line for section in sections for line in ["", *section])]
 
 
-def _generated(specs: list[revzoo.ArchSpec], plugins: dict[str, dict[str, Any]],
+def _generated(specs: list[ArchSpec], plugins: dict[str, dict[str, Any]],
                entries: dict[str, dict[str, Any]], prose: str) -> str:
     lines = [
         GENERATED_START,
         "## From the registry",
         "",
-        "_Written by `python tools/make_cards.py` from the registry and the latest `revzoo bench` results, and "
+        "_Written by `revzoo cards` from the registry and the latest `revzoo bench` results, and "
         "rewritten on every run: edit the prose outside this section._",
     ]
     for spec in specs:
@@ -298,7 +308,7 @@ def _locate(body: str) -> tuple[str, str, str]:
     return before.rstrip("\n") + "\n\n", generated, after.lstrip("\n")
 
 
-def _entries(old_generated: str, specs: list[revzoo.ArchSpec], results: dict[str, Any] | None,
+def _entries(old_generated: str, specs: list[ArchSpec], results: dict[str, Any] | None,
              command: str) -> dict[str, dict[str, Any]]:
     """Returns the bench figures to show per architecture: the new results, else those the card already shows."""
     entries = {data["architecture"]: data for data in map(json.loads, BENCH_COMMENT.findall(old_generated))}
@@ -309,7 +319,7 @@ def _entries(old_generated: str, specs: list[revzoo.ArchSpec], results: dict[str
     return entries
 
 
-def _card_text(current: str | None, specs: list[revzoo.ArchSpec], plugins: dict[str, dict[str, Any]],
+def _card_text(current: str | None, specs: list[ArchSpec], plugins: dict[str, dict[str, Any]],
                results: dict[str, Any] | None, command: str) -> str:
     """Returns the card with fresh front matter and generated section, the prose untouched."""
     front, body = _split(current) if current is not None else ({}, f"\n# `{specs[0].name}`: {specs[0].description}\n")
@@ -328,65 +338,65 @@ def _read_bench(path: Path | None) -> tuple[dict[str, Any] | None, str]:
     return results, results.get("provenance", {}).get("command", "revzoo bench")
 
 
-def _card_path(spec: revzoo.ArchSpec, root: Path) -> Path:
-    """Returns where the card goes: spec.card when it names a Markdown file in model_cards/, else NAME.md there."""
-    wanted = f"{CARD_DIR}/{spec.name}.md"
+def _card_path(spec: ArchSpec, plugin: dict[str, Any] | None) -> Path | None:
+    """Returns where the card goes: spec.card beside the plugin's module, else NAME.md there (None: no folder)."""
+    folder = card_location(".", plugin and plugin["name"])
+    if folder is None:
+        print(f"warning: {spec.name}: its plugin has no folder of its own; it gets no card", file=sys.stderr)
+        return None
     card = Path(spec.card) if spec.card else None
-    if card and not card.is_absolute() and card.parts[0] == CARD_DIR and card.suffix == ".md":
-        return root / card
-    print(f"warning: {spec.name}: spec.card is {spec.card!r}; the card is {wanted}, the plugin should say so",
-          file=sys.stderr)
-    return root / wanted
+    if card is not None and card.suffix == ".md":
+        return card if card.is_absolute() else folder / card
+    print(f"warning: {spec.name}: spec.card is {spec.card!r}; the card is {spec.name}.md beside its plugin, "
+          "the plugin should say so", file=sys.stderr)
+    return folder / f"{spec.name}.md"
 
 
-def plan_cards(root: Path = ROOT, bench: Path | None = None) -> list[Card]:
+def plan_cards(bench: Path | None = None) -> list[Card]:
     """Returns every card the registered architectures need, with its current and expected text."""
     results, command = _read_bench(bench)
     plugins = _plugins()
-    grouped: dict[Path, list[revzoo.ArchSpec]] = {}
-    for name in revzoo.list_models(exclude="*-rev"):
-        spec = revzoo.get_architecture(name)
-        grouped.setdefault(_card_path(spec, root), []).append(spec)
+    grouped: dict[Path, list[ArchSpec]] = {}
+    for name in list_models(exclude="*-rev"):
+        spec = get_architecture(name)
+        path = _card_path(spec, plugins.get(spec.name))
+        if path is not None:
+            grouped.setdefault(path.resolve(), []).append(spec)
     cards = []
     for path, specs in grouped.items():
-        current = path.read_text() if path.is_file() else None
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
         expected = _card_text(current, specs, plugins, results, command)
         cards.append(Card(path, tuple(spec.name for spec in specs), current, expected))
     return cards
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+def _shown(path: Path) -> str:
+    """Returns the path relative to the working directory when it is inside it."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Writes (or with --check, checks) every card; returns the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="revzoo cards", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a card is missing or stale")
-    parser.add_argument("--bench", type=Path, default=ROOT / "bench-results" / "bench.json",
+    parser.add_argument("--bench", type=Path, default=Path("bench-results") / "bench.json",
                         help="results of `revzoo bench` (default: %(default)s); without them, figures are kept")
     args = parser.parse_args(argv)
-    cards = plan_cards(ROOT, args.bench)
     bad = 0
-    for card in cards:
-        where, names = card.path.relative_to(ROOT), ", ".join(card.names)
+    for card in plan_cards(args.bench):
+        where, names = _shown(card.path), ", ".join(card.names)
         if card.current == card.expected:
             print(f"up to date  {where} ({names})")
         elif args.check:
             bad += 1
             print(f"{'missing' if card.current is None else 'stale':<10}  {where} ({names})")
         else:
-            _write(card.path, card.expected)
+            card.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(card.path, lambda temporary, text=card.expected: temporary.write_text(text, encoding="utf-8"))
             print(f"{'created' if card.current is None else 'wrote':<10}  {where} ({names})")
-    for orphan in sorted(set((ROOT / CARD_DIR).glob("*.md")) - {card.path for card in cards}):
-        print(f"{'unused':<10}  {orphan.relative_to(ROOT)} (no registered architecture names it; left as it is)")
     if bad:
-        print(f"{bad} card(s) to update: run `python tools/make_cards.py`", file=sys.stderr)
+        print(f"{bad} card(s) to update: run `revzoo cards`", file=sys.stderr)
     return 1 if bad else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -88,7 +88,7 @@ __all__ = [
     "write_timm",
 ]
 
-CARD = "model_cards/vit.md"
+CARD = "model_card.md"
 SMALL = {"img_size": 64}  # what `revzoo bench` measures: the variant's width, 17 tokens
 
 
