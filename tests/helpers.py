@@ -1,11 +1,21 @@
-"""Small modules and comparisons shared by the engine tests."""
+"""What the tests share (the one place for it; no test imports another): the repository's folders, small
+modules, fake plugins and entry points, and comparisons."""
 
 from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import revzoo
+import revzoo.checkpoints._stream
+from revzoo.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+FIXTURES = ROOT / "tests" / "fixtures"  # files the tests read: made by tools/make_*.py, committed
+TOOLS = ROOT / "tools"
 
 
 class Branch(nn.Module):
@@ -108,3 +118,95 @@ def assert_close_across_machines(got: torch.Tensor, want: torch.Tensor, ulps: in
     scale = max(want.abs().max().item(), 1.0) if want.is_floating_point() and want.numel() else 1.0
     atol = ulps * torch.finfo(want.dtype).eps * scale if want.is_floating_point() else 0.0
     torch.testing.assert_close(got, want, rtol=0, atol=atol, msg=lambda m: f"{msg}{m}")
+
+
+# Installed plugins, as importlib.metadata shows them.
+
+class FakeDistribution:
+    def __init__(self, name: str, version: str = "1.0") -> None:
+        self.name, self.version, self.requires = name, version, None
+
+
+class FakeEntryPoint:
+    """What importlib.metadata yields for an entry point: a name, a value, its distribution, and load()."""
+
+    def __init__(self, name: str, load, dist: str | None = None) -> None:
+        self.name, self.value, self._load = name, f"{name}_module", load
+        self.dist = FakeDistribution(dist) if dist else None
+
+    def load(self):
+        return self._load()
+
+
+def install_entry_points(monkeypatch, *points: FakeEntryPoint) -> None:
+    """Makes `points` the `revzoo` entry points that plugin loading sees (for this test only)."""
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: list(points) if group == "revzoo" else [])
+
+
+# The checkpoint tests' model: embedding and output share one weight; a format that renames keys.
+
+class TiedModel(revzoo.ZooModel):
+    """Embedding and output projection share one weight, as DALL-E's shared embeddings do."""
+
+    def __init__(self, *, form: str, vocab: int, dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.stack = revzoo.ReversibleSequence(pairs(2, dim, dropout=0.0), form=form)
+        self.out = nn.Linear(dim, vocab, bias=False)
+        self.out.weight = self.embed.weight
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.out(self.stack(self.embed(tokens)))
+
+
+def tied_inputs(model, generator):
+    return (torch.randint(0, model.embed.num_embeddings, (2, 5), generator=generator),), {}
+
+
+TIED = revzoo.ArchSpec(name="tied", builder=TiedModel, description="tied embeddings", defaults={"vocab": 11, "dim": 6},
+                       example_inputs=tied_inputs)
+
+
+def read_fake(obj, **options):
+    tensors = {k.removeprefix("old."): v for k, v in obj.items()}
+    return revzoo.ImportedCheckpoint("tied", {"vocab": 11, "dim": 6, **options}, "reversible", tensors)
+
+
+FAKE = revzoo.CheckpointFormat(
+    name="fake", description="prefixes keys with old.", read=read_fake,
+    write=lambda model: {"old." + k: v for k, v in model.state_dict().items()},
+)
+
+
+class TiedPlugin:
+    """Registers the tied test architecture, the tiny one and the "fake" format."""
+
+    @revzoo.hookimpl
+    def register_architectures(self, register):
+        register(TIED)
+        register(tiny_spec())
+
+    @revzoo.hookimpl
+    def register_formats(self, register):
+        register(FAKE)
+
+
+def tokens() -> torch.Tensor:
+    return torch.arange(10).reshape(2, 5) % 11
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def interrupt_copy(monkeypatch) -> None:
+    """Makes the streamed copy write part of its data, then be interrupted."""
+
+    def interrupted(source, target, length, buffer, advance):
+        target.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(revzoo.checkpoints._stream, "_copy_range", interrupted)

@@ -46,7 +46,7 @@ step() {  # step SECONDS TITLE COMMAND...: runs one check under a time limit, it
 
 step 30 "machine" bash -c 'nvidia-smi -L; python3 -c "import torch, timm; print(\"torch\", torch.__version__,
   \"cuda\", torch.version.cuda, torch.cuda.get_device_name(0), \"timm\", timm.__version__)"'
-step 150 "CUDA tests" python3 -m pytest -q -k cuda -p no:cacheprovider tests/test_devices.py
+step 150 "CUDA tests" python3 -m pytest -q -k cuda -p no:cacheprovider tests/engine/test_devices.py
 step 240 "revzoo bench --device cuda" python3 -m revzoo bench --device cuda --dim 1024 --heads 16 --seq 1024 \
     --batch 8 --rounds 10 --out "$OUT/bench-cuda"
 step 90 "ViT-B/16 224px batch 64" python3 tools/bench_vit.py --device cuda --model vit_base_patch16_224 \

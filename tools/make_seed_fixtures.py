@@ -5,7 +5,7 @@ Needs the upstream packages (only their reversible.py is used):
     PYTHONPATH=DIR python tools/make_seed_fixtures.py
 
 Each case holds the blocks' weights (tests/seed_blocks.py), the inputs, and upstream's output
-and gradients, so that tests/test_compat_seed_fixtures.py checks revzoo.compat.lucidrains
+and gradients, so that tests/compat/test_compat_seed_fixtures.py checks revzoo.compat.lucidrains
 against the seeds without installing them.
 """
 

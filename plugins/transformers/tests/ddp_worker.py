@@ -69,7 +69,7 @@ def run_fsdp(rank: int, world: int, port: int, result_dir: str, execution: str) 
     worst = max((got[name] - want).abs().max().item() for name, want in reference.items())
     with open(os.path.join(result_dir, f"fsdp-{execution}-rank{rank}.txt"), "w") as handle:
         handle.write(f"{worst} {reference.keys() <= got.keys()}")
-    os._exit(0)  # gloo/FSDP2 teardown on the CPU sometimes aborts after the work (see tests/distributed_worker.py)
+    os._exit(0)  # gloo/FSDP2 teardown on the CPU sometimes aborts after the work (see tests/engine/distributed_worker.py)
 
 
 def run_accelerate(rank: int, world: int, port: int, result_dir: str) -> None:

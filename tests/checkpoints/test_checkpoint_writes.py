@@ -16,7 +16,7 @@ import torch
 import revzoo
 import revzoo.checkpoints._stream
 import revzoo.checkpoints._write
-from helpers import plugin_of, tiny_spec
+from helpers import ROOT, plugin_of, tiny_spec
 from revzoo.bench import _demo
 from revzoo.cli import main
 
@@ -105,7 +105,7 @@ def test_sigterm_mid_convert_leaves_nothing(tmp_path, saved, monkeypatch) -> Non
 def test_sigterm_mid_convert_in_a_process_exits_143_and_cleans_up(tmp_path, saved) -> None:
     script = f"""
 import os, signal, sys
-sys.path.insert(0, {os.path.dirname(__file__)!r})
+sys.path.insert(0, {str(ROOT / 'tests')!r})
 import revzoo, revzoo.checkpoints._stream as stream
 from helpers import plugin_of, tiny_spec
 from revzoo.cli import main

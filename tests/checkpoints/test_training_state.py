@@ -11,19 +11,16 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import revzoo
+from helpers import FIXTURES as SHARED_FIXTURES
 from revzoo.cli import main
 from revzoo.testing import isolated_plugins
 
-FIXTURES = Path(__file__).parent / "fixtures" / "dalle"
+FIXTURES = SHARED_FIXTURES / "dalle"
 SMALL = dict(dim=16, depth=2, heads=2, dim_head=8, num_text_tokens=20, text_seq_len=3, image_size=8,
              vae_num_layers=1, num_image_tokens=8, vae_hidden_dim=4, vae_codebook_dim=4)
 
 
-@pytest.fixture(autouse=True)
-def dalle_plugin(register_plugin) -> None:
-    import revzoo_dalle
-
-    register_plugin(revzoo_dalle, name="dalle-test")
+pytestmark = pytest.mark.usefixtures("dalle_plugin")
 
 
 @pytest.fixture

@@ -12,16 +12,13 @@ import torch
 from revzoo_dalle import read_dalle_pytorch, write_dalle_pytorch
 
 import revzoo
+from helpers import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "dalle"
+FIXTURES = SHARED_FIXTURES / "dalle"
 CASES = ("vae_plain", "vae_resnet_kl", "vae_straight_through")
 
 
-@pytest.fixture(autouse=True)
-def dalle_plugin(register_plugin) -> None:
-    import revzoo_dalle
-
-    register_plugin(revzoo_dalle, name="dalle-test")
+pytestmark = pytest.mark.usefixtures("dalle_plugin")
 
 
 @pytest.fixture(scope="module")

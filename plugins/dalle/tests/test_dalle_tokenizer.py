@@ -22,8 +22,9 @@ from revzoo_dalle.tokenizer import (
 )
 
 import revzoo
+from helpers import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "dalle"
+FIXTURES = SHARED_FIXTURES / "dalle"
 EXPECTED = json.loads((FIXTURES / "tokenizers.json").read_text())
 CAPTIONS = EXPECTED["captions"]
 CONTEXT = EXPECTED["context_length"]
@@ -124,13 +125,6 @@ SMALL = dict(dim=16, depth=1, heads=2, dim_head=8, text_seq_len=6, image_size=8,
              num_image_tokens=8, vae_hidden_dim=4, vae_codebook_dim=4)
 
 
-@pytest.fixture
-def dalle_plugin(register_plugin) -> None:
-    import revzoo_dalle
-
-    register_plugin(revzoo_dalle, name="dalle-test")
-
-
 def test_model_tokenizes_captions_and_generates_from_them(dalle_plugin) -> None:
     pytest.importorskip("open_clip")
     model = revzoo.create("dalle-rev", num_text_tokens=49408, **SMALL)
@@ -195,7 +189,7 @@ def test_the_recorded_tokenizer_is_saved_and_checked(dalle_plugin, tmp_path: Pat
 
 def test_dalle_pytorch_import_records_clip_or_the_given_bpe_file(dalle_plugin, tmp_path: Path) -> None:
     pytest.importorskip("tokenizers")
-    source = Path(__file__).parent / "fixtures" / "dalle" / "seq_full_defaults.pt"
+    source = FIXTURES / "seq_full_defaults.pt"
     default = revzoo.read_metadata(revzoo.import_checkpoint("dalle-pytorch", source, tmp_path / "clip.safetensors"))
     assert (default["config"]["tokenizer"], default["config"]["tokenizer_sha256"]) == ("clip", CLIP_VOCAB_SHA256)
     hf_file = FIXTURES / EXPECTED["hf"]["file"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import plugin_of, tiny_spec
+from helpers import TOOLS, plugin_of, tiny_spec
 from revzoo.bench import _bench, _models
 from revzoo.bench._models import STACK_KINDS, Setting, StackConfig, build_stack, gradient_difference, stack_step
 from revzoo.bench._progress import Progress
@@ -20,7 +20,6 @@ from revzoo.cli import main
 from revzoo.errors import ConfigError
 
 TINY = StackConfig(dim=16, heads=2, seq=8, batch=2)
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
 def _needs(kind: str) -> None:

@@ -3,8 +3,6 @@ with the real package; these tests do not need it)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import revzoo_lie
 import torch
@@ -12,8 +10,9 @@ from revzoo_lie import read_lie_transformer_pytorch
 from revzoo_lie.groups import SE3
 
 import revzoo
+from helpers import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "lie"
+FIXTURES = SHARED_FIXTURES / "lie"
 LAYOUTS = ("sequential", "reversible")
 
 

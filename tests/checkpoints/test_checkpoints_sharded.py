@@ -7,18 +7,17 @@ import json
 import re
 
 import pytest
-import test_checkpoints as base
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 import revzoo
 import revzoo.checkpoints._checkpoint
+from helpers import interrupt_copy, run_cli, tokens
 from revzoo.checkpoints._io import progress_bar
 from revzoo.checkpoints._shards import parse_size
 
-plugin = base.plugin  # registers the tied test architecture and the "fake" format
-saved = base.saved
+pytestmark = pytest.mark.usefixtures("tied_plugin")  # the tied test architecture and the "fake" format
 SHARD = 200  # bytes: the tied model's tensors spread over several shards
 
 
@@ -37,7 +36,7 @@ def stored(path) -> dict[str, torch.Tensor]:
 
 
 def outputs_equal(loaded, model) -> None:
-    torch.testing.assert_close(loaded(base.tokens()), model(base.tokens()), rtol=0, atol=0)
+    torch.testing.assert_close(loaded(tokens()), model(tokens()), rtol=0, atol=0)
 
 
 def test_sharded_round_trip(tmp_path, sharded) -> None:
@@ -73,7 +72,7 @@ def test_convert_sharded_files(tmp_path, saved, sharded, capsys) -> None:
     model, single = saved
     _, path = sharded
     seq = tmp_path / "seq.safetensors.index.json"
-    code, out, _ = base.run_cli(capsys, "convert", str(path), str(seq), "--to", "sequential")
+    code, out, _ = run_cli(capsys, "convert", str(path), str(seq), "--to", "sequential")
     assert code == 0 and "different functions" in out
     assert index_of(seq)["weight_map"].values() != index_of(path)["weight_map"].values()  # renamed shards
     assert [len(g) for g in _groups(seq)] == [len(g) for g in _groups(path)]  # the input's split is kept
@@ -82,7 +81,7 @@ def test_convert_sharded_files(tmp_path, saved, sharded, capsys) -> None:
             assert handle.metadata()["revzoo.form"] == "sequential"
     merged = revzoo.convert(seq, tmp_path / "merged.safetensors", "reversible")
     resharded = tmp_path / "re.safetensors"
-    code, out, _ = base.run_cli(capsys, "convert", str(single), str(resharded), "--to", "sequential",
+    code, out, _ = run_cli(capsys, "convert", str(single), str(resharded), "--to", "sequential",
                                 "--max-shard-size", "0.2KB")
     assert code == 0 and "re.safetensors.index.json" in out
     for result in (seq, merged, resharded.with_name("re.safetensors.index.json")):
@@ -150,7 +149,7 @@ def test_bad_indexes_give_one_line_and_exit_2(tmp_path, sharded, capsys, damage)
     _, path = sharded
     message = damage(path)
     out = tmp_path / "o.safetensors"
-    code, _, err = base.run_cli(capsys, "convert", str(path), str(out), "--to", "sequential")
+    code, _, err = run_cli(capsys, "convert", str(path), str(out), "--to", "sequential")
     assert code == 2 and err.startswith("revzoo: error:") and err.count("\n") == 1
     assert re.search(message, err), err
     assert not out.exists()
@@ -160,7 +159,7 @@ def test_bad_indexes_give_one_line_and_exit_2(tmp_path, sharded, capsys, damage)
 
 def test_bad_shard_size(tmp_path, saved, capsys) -> None:
     _, path = saved
-    code, _, err = base.run_cli(capsys, "convert", str(path), str(tmp_path / "o.safetensors"), "--to", "sequential",
+    code, _, err = run_cli(capsys, "convert", str(path), str(tmp_path / "o.safetensors"), "--to", "sequential",
                                 "--max-shard-size", "lots")
     assert code == 2 and "invalid shard size 'lots'; expected a positive number of bytes or a size in KB" in err
     assert (parse_size("500MB"), parse_size(" 1.5gb "), parse_size(1024)) == (500 * 10**6, 15 * 10**8, 1024)
@@ -171,7 +170,7 @@ def test_bad_shard_size(tmp_path, saved, capsys) -> None:
 
 def test_failed_sharded_writes_leave_no_output(tmp_path, saved, monkeypatch) -> None:
     model, path = saved
-    base.interrupt_copy(monkeypatch)
+    interrupt_copy(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         revzoo.convert(path, tmp_path / "o.safetensors", "sequential", max_shard_size=SHARD)
     calls = []

@@ -1,21 +1,20 @@
 """revzoo.compat.lucidrains against the seeds' own reversible.py, recorded by tools/make_seed_fixtures.py.
 
 Runs without the upstream packages: the fixture holds their outputs and gradients on the blocks
-of tests/seed_blocks.py. (tests/test_compat_lucidrains_upstream.py patches the whole upstream
+of tests/seed_blocks.py. (tests/compat/test_compat_lucidrains_upstream.py patches the whole upstream
 transformers when they are installed.)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from seed_blocks import dalle_layers, dalle_route, lie_layers
 
+from helpers import FIXTURES
 from revzoo.compat.lucidrains import ReversibleSequence, SequentialSequence
 
-FIXTURE = Path(__file__).parent / "fixtures" / "seeds" / "reference.pt"
+FIXTURE = FIXTURES / "seeds" / "reference.pt"
 CASES = torch.load(FIXTURE, weights_only=True)
 
 

@@ -3,7 +3,7 @@
 Needs the upstream packages (skipped without them), installed without their heavy extras:
     pip install --target DIR --no-deps dalle-pytorch==1.6.6 lie-transformer-pytorch==0.0.17 einops \
         rotary-embedding-torch==0.2.3 axial-positional-embedding==0.2.1
-    PYTHONPATH=DIR pytest tests/test_compat_lucidrains_upstream.py
+    PYTHONPATH=DIR pytest tests/compat/test_compat_lucidrains_upstream.py
 The patched model loads the upstream model's state dict as it is, computes the same outputs, and its
 gradients equal plain autograd's, also where upstream's own reversible.py gets them wrong.
 """

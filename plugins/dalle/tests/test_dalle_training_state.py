@@ -10,17 +10,14 @@ import torch
 from safetensors import safe_open
 
 import revzoo
+from helpers import FIXTURES as SHARED_FIXTURES
 from revzoo import load_training_state, save_training_state
 
 SMALL = dict(dim=16, depth=2, heads=2, dim_head=8, num_text_tokens=20, text_seq_len=3, image_size=8,
              vae_num_layers=1, num_image_tokens=8, vae_hidden_dim=4, vae_codebook_dim=4)
 
 
-@pytest.fixture(autouse=True)
-def dalle_plugin(register_plugin) -> None:
-    import revzoo_dalle
-
-    register_plugin(revzoo_dalle, name="dalle-test")
+pytestmark = pytest.mark.usefixtures("dalle_plugin")
 
 
 def _step(model, optimizer, scheduler, seed: int) -> None:
@@ -86,7 +83,7 @@ def test_state_loads_into_an_optimizer_over_the_parameters_in_another_order(tmp_
         load_training_state(state, model, other)
 
 
-FIXTURES = Path(__file__).parent / "fixtures" / "dalle"
+FIXTURES = SHARED_FIXTURES / "dalle"
 
 
 def test_import_writes_dalle_pytorch_training_state_and_resumes_with_upstreams_next_step(tmp_path: Path) -> None:

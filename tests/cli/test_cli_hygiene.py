@@ -6,12 +6,10 @@ import io
 import os
 import subprocess
 import sys
-from importlib import metadata
 
 import pytest
-from test_registry import FakeEntryPoint
 
-from helpers import plugin_of, tiny_spec
+from helpers import FakeEntryPoint, install_entry_points, plugin_of, tiny_spec
 from revzoo.bench import _demo
 from revzoo.bench._progress import Progress
 from revzoo.cli import main
@@ -60,7 +58,7 @@ def test_a_failing_plugin_is_one_revzoo_line(monkeypatch, capsys) -> None:
 
     monkeypatch.delenv("REVZOO_LOAD_PLUGINS")
     points = [FakeEntryPoint("broken", broken), FakeEntryPoint("good", lambda: plugin_of(tiny_spec()))]
-    monkeypatch.setattr(metadata, "entry_points", lambda group: points if group == "revzoo" else [])
+    install_entry_points(monkeypatch, *points)
     assert main(["list"]) == 0
     out, err = capsys.readouterr()
     assert out == "tiny\ntiny-rev\n"

@@ -20,6 +20,7 @@ from hostile import DALLE, issue_cases, make_sources, rewrite, with_config
 from safetensors.torch import save_file
 
 import revzoo
+from helpers import ROOT
 from revzoo.bench._measure import MMAP_ENV
 from revzoo.cli import main
 from revzoo.testing import isolated_plugins
@@ -98,7 +99,7 @@ def test_a_real_pt_file_passes_the_zip_check(sources, out, capsys) -> None:
 def test_peak_memory_of_refusals_and_fuzzed_files_is_bounded() -> None:
     """Runs the issue's files and 40 seeded mutations of valid headers and metadata in one process, measuring each."""
     env = {**os.environ, **MMAP_ENV, "REVZOO_LOAD_PLUGINS": "dalle,lie,vit", "OMP_NUM_THREADS": "1"}
-    script = Path(__file__).parent / "hostile.py"
+    script = ROOT / "tests" / "hostile.py"
     result = subprocess.run([sys.executable, str(script), "--fuzz", "40", "--seed", "14", "--seconds", "90",
                              "--bomb-mib", "256"], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

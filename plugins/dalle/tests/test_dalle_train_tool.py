@@ -10,16 +10,13 @@ import pytest
 import torch
 
 import revzoo
+from helpers import TOOLS
 from revzoo.cli import main
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "train_dalle.py"
+TOOL = TOOLS / "train_dalle.py"
 
 
-@pytest.fixture(autouse=True)
-def dalle_plugin(register_plugin) -> None:
-    import revzoo_dalle
-
-    register_plugin(revzoo_dalle, name="dalle-test")
+pytestmark = pytest.mark.usefixtures("dalle_plugin")
 
 
 def _tool(monkeypatch: pytest.MonkeyPatch, *argv: str) -> None:

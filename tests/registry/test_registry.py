@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 import types
-from importlib import metadata
 
 import pytest
 
 import revzoo
-from helpers import build_tiny, plugin_of, tiny_spec
+from helpers import FakeEntryPoint, build_tiny, install_entry_points, plugin_of, tiny_spec
 from revzoo.registry import _plugins
 
 
@@ -115,22 +114,6 @@ def test_plugin_raising_while_registering_is_isolated(register_plugin) -> None:
     assert revzoo.list_models() == ["tiny", "tiny-rev"]  # the half registration did not leak
 
 
-class FakeDistribution:
-    def __init__(self, name: str, version: str = "1.0") -> None:
-        self.name, self.version, self.requires = name, version, None
-
-
-class FakeEntryPoint:
-    """What importlib.metadata yields for an entry point: a name, a value, its distribution, and load()."""
-
-    def __init__(self, name: str, load, dist: str | None = None) -> None:
-        self.name, self.value, self._load = name, f"{name}_module", load
-        self.dist = FakeDistribution(dist) if dist else None
-
-    def load(self):
-        return self._load()
-
-
 @pytest.fixture
 def entry_points(monkeypatch):
     """Three entry points: one good, one that fails to import, one that raises while registering."""
@@ -148,7 +131,7 @@ def entry_points(monkeypatch):
         FakeEntryPoint("broken", broken_import),
         FakeEntryPoint("raiser", RaisesOnRegister),
     ]
-    monkeypatch.setattr(metadata, "entry_points", lambda group: points if group == "revzoo" else [])
+    install_entry_points(monkeypatch, *points)
 
 
 def test_entry_points_load_in_isolation(entry_points, monkeypatch) -> None:

@@ -6,14 +6,12 @@ import json
 import re
 import time
 import warnings
-from importlib import metadata
 
 import pytest
-from test_registry import FakeEntryPoint
 
 import revzoo
 import revzoo.testing
-from helpers import plugin_of, tiny_spec
+from helpers import FakeEntryPoint, plugin_of, tiny_spec
 from revzoo.cli import main
 from revzoo.errors import PluginWarning
 from revzoo.registry import _plugins
@@ -37,17 +35,6 @@ def both(arch_plugin, format_plugin_):
         register_formats = format_plugin_.register_formats
 
     return Both()
-
-
-@pytest.fixture
-def installed(monkeypatch):
-    """Sets the `revzoo` entry points that load_plugins sees; returns a function taking FakeEntryPoints."""
-    monkeypatch.delenv("REVZOO_LOAD_PLUGINS")
-
-    def install(*points: FakeEntryPoint) -> None:
-        monkeypatch.setattr(metadata, "entry_points", lambda group: list(points) if group == "revzoo" else [])
-
-    return install
 
 
 def records() -> dict[str, dict]:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "example"
+from helpers import ROOT
+
+EXAMPLE = ROOT / "plugins" / "example"
 
 TRAIN_AND_SAVE = """
 import sys, torch, revzoo

@@ -16,8 +16,9 @@ from revzoo_dalle.attention import Attention
 from revzoo_dalle.patterns import AttentionPattern
 
 import revzoo
+from helpers import FIXTURES as SHARED_FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "dalle"
+FIXTURES = SHARED_FIXTURES / "dalle"
 CASES = ("seq_full_defaults", "rev_all_types", "rev_shared_stable", "seq_conv_shift")
 
 

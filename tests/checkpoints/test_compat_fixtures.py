@@ -14,9 +14,9 @@ import torch
 from safetensors import safe_open
 
 import revzoo
-from helpers import assert_close_across_machines
+from helpers import FIXTURES, assert_close_across_machines
 
-GENERATIONS = sorted((Path(__file__).parent / "fixtures" / "compat").iterdir())
+GENERATIONS = sorted((FIXTURES / "compat").iterdir())
 FILES = [path for folder in GENERATIONS for path in sorted(folder.glob("*.safetensors")) if ".outputs." not in path.name]
 
 

@@ -6,15 +6,17 @@ Same outputs as DALLE-pytorch 1.6.6 for the same weights and seeds (tools/make_d
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from revzoo_dalle import build_dalle, read_dalle_pytorch
 
-FIXTURES = Path(__file__).parent / "fixtures" / "dalle"
+from helpers import FIXTURES as SHARED_FIXTURES
+from helpers import TOOLS
+
+FIXTURES = SHARED_FIXTURES / "dalle"
 CASES = ("seq_full_defaults", "rev_shared_stable")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(TOOLS))
 from make_dalle_call_fixtures import StandInClip, StandInTokenizer  # noqa: E402
 
 

@@ -9,79 +9,12 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch import nn
 
 import revzoo
 import revzoo.checkpoints._stream
-from helpers import pairs, tiny_spec
-from revzoo.cli import main
+from helpers import TiedModel, interrupt_copy, run_cli, tokens
 
-
-class TiedModel(revzoo.ZooModel):
-    """Embedding and output projection share one weight, as DALL-E's shared embeddings do."""
-
-    def __init__(self, *, form: str, vocab: int, dim: int) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.stack = revzoo.ReversibleSequence(pairs(2, dim, dropout=0.0), form=form)
-        self.out = nn.Linear(dim, vocab, bias=False)
-        self.out.weight = self.embed.weight
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.out(self.stack(self.embed(tokens)))
-
-
-def tied_inputs(model, generator):
-    return (torch.randint(0, model.embed.num_embeddings, (2, 5), generator=generator),), {}
-
-
-TIED = revzoo.ArchSpec(name="tied", builder=TiedModel, description="tied embeddings", defaults={"vocab": 11, "dim": 6},
-                       example_inputs=tied_inputs)
-
-
-def read_fake(obj, **options):
-    tensors = {k.removeprefix("old."): v for k, v in obj.items()}
-    return revzoo.ImportedCheckpoint("tied", {"vocab": 11, "dim": 6, **options}, "reversible", tensors)
-
-
-FAKE = revzoo.CheckpointFormat(
-    name="fake", description="prefixes keys with old.", read=read_fake,
-    write=lambda model: {"old." + k: v for k, v in model.state_dict().items()},
-)
-
-
-class Plugin:
-    @revzoo.hookimpl
-    def register_architectures(self, register):
-        register(TIED)
-        register(tiny_spec())
-
-    @revzoo.hookimpl
-    def register_formats(self, register):
-        register(FAKE)
-
-
-@pytest.fixture(autouse=True)
-def plugin(register_plugin):
-    register_plugin(Plugin(), name="checkpoint-test")
-
-
-@pytest.fixture
-def saved(tmp_path):
-    torch.manual_seed(0)
-    model = revzoo.create("tied-rev")
-    return model, revzoo.save(model, tmp_path / "m.safetensors")
-
-
-def tokens() -> torch.Tensor:
-    return torch.arange(10).reshape(2, 5) % 11
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = pytest.mark.usefixtures("tied_plugin")
 
 
 def test_save_load_round_trip(saved) -> None:
@@ -144,16 +77,6 @@ def test_convert_changes_only_the_recorded_form(tmp_path, saved, capsys) -> None
     torch.testing.assert_close(revzoo.load(back)(tokens()), model(tokens()), rtol=0, atol=0)
     probe = float(out.rsplit("=", 1)[1])
     assert probe > 0  # the forms are different functions of the same weights
-
-
-def interrupt_copy(monkeypatch) -> None:
-    """Makes the streamed copy write part of its data, then be interrupted."""
-
-    def interrupted(source, target, length, buffer, advance):
-        target.write(b"partial")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(revzoo.checkpoints._stream, "_copy_range", interrupted)
 
 
 def test_convert_to_the_recorded_form_says_nothing_changed(tmp_path, saved, capsys) -> None:

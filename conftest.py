@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 
 import revzoo
+from helpers import install_entry_points
 from revzoo.testing import isolated_plugins
 
 # One thread: the suite's tensors are tiny, and CI has 2 cores shared with the subprocesses some tests start.
@@ -39,3 +41,18 @@ def builtin_plugins(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def register_plugin() -> Callable[..., str]:
     """Returns `revzoo.register_plugin`: what a test registers goes when the test ends (see no_plugin_autoload)."""
     return revzoo.register_plugin
+
+
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Returns a function that makes its FakeEntryPoints the installed plugins, loaded as entry points are."""
+    monkeypatch.delenv("REVZOO_LOAD_PLUGINS")
+    return functools.partial(install_entry_points, monkeypatch)
+
+
+@pytest.fixture
+def dalle_plugin(register_plugin: Callable[..., str]) -> None:
+    """Registers the DALL-E plugin (as "dalle-test") for one test, without the other built-ins."""
+    import revzoo_dalle
+
+    register_plugin(revzoo_dalle, name="dalle-test")
