@@ -14,7 +14,7 @@ import revzoo.checkpoints._stream
 from revzoo.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
-FIXTURES = ROOT / "tests" / "fixtures"  # files the tests read: made by tools/make_*.py, committed
+FIXTURES = ROOT / "tests" / "fixtures"  # files the tests read: made by tools/fixtures/make_*.py, committed
 TOOLS = ROOT / "tools"
 
 

@@ -4,7 +4,7 @@
 directory, runs each command in this process through `revzoo.cli.main`, measures its peak
 resident memory above the size before it (revzoo.bench._measure.measure_peak; run with
 MALLOC_MMAP_THRESHOLD_=65536 so freed memory is returned), and prints one JSON line per case.
-The tests import the crafting functions; tools/measure_refusals.py prints the table.
+The tests import the crafting functions; tools/bench/measure_refusals.py prints the table.
 """
 
 from __future__ import annotations

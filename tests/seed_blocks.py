@@ -1,4 +1,4 @@
-"""Small blocks in the seeds' calling conventions, shared by tools/make_seed_fixtures.py and the tests."""
+"""Small blocks in the seeds' calling conventions, shared by tools/fixtures/make_seed_fixtures.py and the tests."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 A tqdm bar draws nothing when stderr is not a terminal (CI, nohup, a pipe, a log file), and
 an hour of silent work looks hung. There `Progress` prints one line per step, or per `every`
 steps, each with the step count and the seconds since the start, so that a log shows what ran
-and where it stopped. `revzoo bench`, `tools/bench_engine.py` and `tools/train_dalle.py` use it.
+and where it stopped. `revzoo bench` and `tools/examples/train_dalle.py` use it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A compiled forward draws dropout masks from inductor's own random numbers while the recompute in
 backward draws them from torch's, so the reconstructed inputs and the gradients would silently be
 wrong. Run eagerly, the stack's forward and recompute draw the same masks; the code around the
-stack stays compiled. (Measured in tools/bench_compile.py; `execution="autograd"` compiles whole.)
+stack stays compiled. (Measured in tools/bench/bench_compile.py; `execution="autograd"` compiles whole.)
 Exact arithmetic's range check reads its flags on the host (`bool`), which would otherwise be
 a graph break with a warning on every compile: it runs outside the graph too.
 The graph break is made on the first call, not at import: `torch.compiler.disable` imports

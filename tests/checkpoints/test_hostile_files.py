@@ -1,7 +1,7 @@
 """Hostile and unlucky checkpoint files: refused in one line (exit 2), fast, with bounded memory, leaving nothing.
 
 The files are crafted small by tests/hostile.py; the peak memory of refusing them is measured
-in a subprocess there (the same runner as tools/measure_refusals.py).
+in a subprocess there (the same runner as tools/bench/measure_refusals.py).
 """
 
 from __future__ import annotations

@@ -5,14 +5,12 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import TOOLS, plugin_of, tiny_spec
+from helpers import plugin_of, tiny_spec
 from revzoo.bench import _bench, _models
 from revzoo.bench._models import STACK_KINDS, Setting, StackConfig, build_stack, gradient_difference, stack_step
 from revzoo.bench._progress import Progress
@@ -241,19 +239,15 @@ def test_by_default_only_the_built_in_architectures_are_benched(builtin_plugins,
     assert _bench.select_architectures([]) == []
 
 
-def test_bench_engine_writes_no_files_unless_asked(
+def test_the_engine_bench_writes_no_files_with_out_dash(
     measured: list[list[str]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    """It wrote bench-results/, the full benchmark's folder, into the working directory unasked."""
+    """The engine part alone (README: `--no-architectures --out -`) once wrote bench-results/ into the working
+    directory unasked (as tools/bench_engine.py)."""
     monkeypatch.chdir(tmp_path)
-    small = ["--dim", "16", "--heads", "2", "--seq", "8", "--batch", "2", "--depths", "1", "--time-depth", "1",
-             "--rounds", "1"]
-    monkeypatch.setattr(sys, "argv", [str(TOOLS / "bench_engine.py"), *small])
-    with pytest.raises(SystemExit) as stopped:
-        runpy.run_path(str(TOOLS / "bench_engine.py"), run_name="__main__")
-    assert stopped.value.code == 0 and list(tmp_path.iterdir()) == []
+    small = ["--no-architectures", "--dim", "16", "--heads", "2", "--seq", "8", "--batch", "2", "--depths", "1",
+             "--time-depth", "1", "--rounds", "1"]
+    assert main(["bench", *small, "--out", "-"]) == 0 and list(tmp_path.iterdir()) == []
     assert "| 1 | 1.0 | 1.0 | 1.0 | 1.00 |" in capsys.readouterr().out
-    monkeypatch.setattr(sys, "argv", [str(TOOLS / "bench_engine.py"), *small, "--out", "engine"])
-    with pytest.raises(SystemExit):
-        runpy.run_path(str(TOOLS / "bench_engine.py"), run_name="__main__")
+    assert main(["bench", *small, "--out", "engine"]) == 0
     assert sorted(path.name for path in (tmp_path / "engine").iterdir())[:2] == ["bench.json", "bench.md"]

@@ -1,4 +1,4 @@
-"""revzoo.compat.lucidrains against the seeds' own reversible.py, recorded by tools/make_seed_fixtures.py.
+"""revzoo.compat.lucidrains against the seeds' own reversible.py, recorded by tools/fixtures/make_seed_fixtures.py.
 
 Runs without the upstream packages: the fixture holds their outputs and gradients on the blocks
 of tests/seed_blocks.py. (tests/compat/test_compat_lucidrains_upstream.py patches the whole upstream

@@ -1,6 +1,6 @@
 """DALLE-pytorch's calls on revzoo's DALL-E: null_cond_prob, guidance, clip= re-ranking, generate_texts.
 
-Same outputs as DALLE-pytorch 1.6.6 for the same weights and seeds (tools/make_dalle_call_fixtures.py).
+Same outputs as DALLE-pytorch 1.6.6 for the same weights and seeds (tools/fixtures/make_dalle_call_fixtures.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from helpers import TOOLS
 
 FIXTURES = SHARED_FIXTURES / "dalle"
 CASES = ("seq_full_defaults", "rev_shared_stable")
-sys.path.insert(0, str(TOOLS))
+sys.path.insert(0, str(TOOLS / "fixtures"))
 from make_dalle_call_fixtures import StandInClip, StandInTokenizer  # noqa: E402
 
 

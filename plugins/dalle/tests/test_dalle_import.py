@@ -1,6 +1,6 @@
 """DALL-E plugin: DALLE-pytorch 1.6.6 checkpoints import with upstream's logits; export reads back the same.
 
-The fixtures come from the real upstream package (tools/make_dalle_fixtures.py); these
+The fixtures come from the real upstream package (tools/fixtures/make_dalle_fixtures.py); these
 tests do not need it.
 """
 

@@ -1,4 +1,5 @@
-"""DALL-E captions: the same ids as DALLE-pytorch 1.6.6's tokenizers (fixtures from tools/make_dalle_tokenizer_fixtures.py).
+"""DALL-E captions: the same ids as DALLE-pytorch 1.6.6's tokenizers (fixtures from
+tools/fixtures/make_dalle_tokenizer_fixtures.py).
 
 CLIP's BPE needs open_clip (the `dalle` extra, in the test extra); the Hugging Face and
 YouTokenToMe kinds need their packages and are skipped without them.

@@ -13,7 +13,7 @@ import revzoo
 from helpers import TOOLS
 from revzoo.cli import main
 
-TOOL = TOOLS / "train_dalle.py"
+TOOL = TOOLS / "examples" / "train_dalle.py"
 
 
 pytestmark = pytest.mark.usefixtures("dalle_plugin")

@@ -1,4 +1,5 @@
-"""discrete-vae: DALLE-pytorch 1.6.6's DiscreteVAE calls and numbers (fixtures from tools/make_dalle_vae_fixtures.py),
+"""discrete-vae: DALLE-pytorch 1.6.6's DiscreteVAE calls and numbers (fixtures from
+tools/fixtures/make_dalle_vae_fixtures.py),
 
 train_vae.py files imported and exported, and the VAE as a registered model.
 """

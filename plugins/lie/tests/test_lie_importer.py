@@ -1,4 +1,4 @@
-"""Importing lie-transformer-pytorch 0.0.17 state dicts (fixtures written by tools/make_lie_fixtures.py
+"""Importing lie-transformer-pytorch 0.0.17 state dicts (fixtures written by tools/fixtures/make_lie_fixtures.py
 with the real package; these tests do not need it)."""
 
 from __future__ import annotations

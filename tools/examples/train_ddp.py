@@ -1,6 +1,6 @@
 """Train a small `dalle-rev` with DistributedDataParallel on synthetic data.
 
-Launch:  torchrun --nproc_per_node 2 tools/train_ddp.py [--steps 5] [--out dalle-ddp.safetensors]
+Launch:  torchrun --nproc_per_node 2 tools/examples/train_ddp.py [--steps 5] [--out dalle-ddp.safetensors]
 Each rank prints its loss, step time and peak resident memory; rank 0 saves a revzoo checkpoint.
 On CPU the backend is gloo; with one GPU per rank it is nccl.
 """

@@ -1,7 +1,7 @@
 """What training through intermediate features keeps for backward: `forward_intermediates` of a reversible ViT.
 
 Usage:
-    python tools/bench_features.py [--depths 12 48] [--batch 8] [--img-size 64] [--model vit-small-rev]
+    python tools/bench/bench_features.py [--depths 12 48] [--batch 8] [--img-size 64] [--model vit-small-rev]
 
 For each depth, one forward through `forward_intermediates` (three outputs: after a quarter,
 half and all of the blocks), a loss on the final features and every output, and its backward,

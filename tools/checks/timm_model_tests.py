@@ -1,7 +1,7 @@
 """Runs timm's own model test suite (tests/test_models.py) on revzoo's ViTs registered in timm.
 
 Usage:
-    python tools/timm_model_tests.py [--sdist timm-X.tar.gz] [--unpatched] [-- PYTEST ARGS...]
+    python tools/checks/timm_model_tests.py [--sdist timm-X.tar.gz] [--unpatched] [-- PYTEST ARGS...]
 
 timm's test file is not part of revzoo: it comes from the sdist of the installed timm version
 (`pip download timm==VERSION --no-deps --no-binary :all:`, run here when --sdist is not given).

@@ -9,7 +9,7 @@ features attention would average identical values and see no geometry). Every ex
 template with jitter, a uniformly random rotation, a random translation and a random point order.
 
 Usage:
-    python tools/train_lie_shapes.py [--steps 800] [--seed 0]
+    python tools/examples/train_lie_shapes.py [--steps 800] [--seed 0]
 
 Peak memory follows DESIGN.md: each configuration runs in its own process with
 MALLOC_MMAP_THRESHOLD_=65536; gradients are preallocated, VmRSS is the baseline, the peak is reset

@@ -1,6 +1,6 @@
 """Memory a training step of a transformers model adds per layer: reversible (revzoo) vs HF checkpointing vs autograd.
 
-    python tools/bench_transformers_memory.py [--families llama gpt2 ...] [--width 256] [--tokens 256]
+    python tools/bench/bench_transformers_memory.py [--families llama gpt2 ...] [--width 256] [--tokens 256]
 
 For each family, a model of width `--width` (4 heads, MLP 4x) at depth 2 and 8, batch 2 x
 `--tokens` tokens, float32, one step (forward, loss, backward) with gradients preallocated, each
@@ -11,7 +11,7 @@ resident size before the step, as `revzoo bench` measures):
 - checkpointing: transformers' `gradient_checkpointing_enable()` (keeps each layer's input);
 - reversible: `revzoo.reversibilize(model, scale=--scale)`, exact, execution "invert" (keeps the
   side bits exact inversion needs: 2s bits per element per layer at λ = β = 2**-s). The default,
-  1/32, is what scale=None chooses for the pretrained SmolLM2-135M (tools/smollm2_reversible.py);
+  1/32, is what scale=None chooses for the pretrained SmolLM2-135M (tools/bench/smollm2_reversible.py);
   these models are random, so their own choice would say nothing.
 
 The figure is the growth per layer, (peak at depth 8 - peak at depth 2) / 6, in MiB, and as a
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "transformers" / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "transformers" / "tests"))
 
 CONFIGS = ("autograd", "checkpointing", "reversible")
 

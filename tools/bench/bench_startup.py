@@ -1,6 +1,6 @@
 """Start-up benchmark: wall time and peak RSS of `revzoo --help`, `list` and `info`, against `import torch`.
 
-Usage: python tools/bench_startup.py [--rounds 7] [--name vit-small-rev]
+Usage: python tools/bench/bench_startup.py [--rounds 7] [--name vit-small-rev]
 
 Each command runs in a fresh interpreter (this one's), round after round in rotating order; the
 table shows the median wall time and peak resident size (the child's own `ru_maxrss`), and the

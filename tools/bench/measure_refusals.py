@@ -1,6 +1,6 @@
 """Peak memory and time of refusing issue 14's hostile files (and seeded fuzzed ones), one process, one table.
 
-    python tools/measure_refusals.py [--fuzz 40] [--seed 14] [--bomb-mib 512]
+    python tools/bench/measure_refusals.py [--fuzz 40] [--seed 14] [--bomb-mib 512]
 
 Runs tests/hostile.py with MALLOC_MMAP_THRESHOLD_ set (see revzoo.bench._measure): each command
 goes through `revzoo.cli.main` in that process, and its peak resident memory above the size
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from revzoo.bench._measure import MMAP_ENV
 
-HOSTILE = Path(__file__).resolve().parents[1] / "tests" / "hostile.py"
+HOSTILE = Path(__file__).resolve().parents[2] / "tests" / "hostile.py"
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ MALLOC_MMAP_THRESHOLD_=65536 (revzoo.bench._measure): the resident size is read,
 reset, the operation runs, and its peak above that baseline is reported. Linux only.
 The files go to a temporary directory (next to --dir) and are deleted at the end.
 
-    python tools/bench_checkpoint.py [--dim 4096] [--depth 8] [--shard 256MB] [--dir /tmp]
+    python tools/bench/bench_checkpoint.py [--dim 4096] [--depth 8] [--shard 256MB] [--dir /tmp]
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main() -> None:
     print("| --- | ---: | ---: |")
     for label, peak in rows:
         print(f"| {label} | {peak / MB:.0f} | {peak / size:.3f} |")
-    print(f"\ncommand: python tools/bench_checkpoint.py {' '.join(sys.argv[1:])}".rstrip())
+    print(f"\ncommand: python tools/bench/bench_checkpoint.py {' '.join(sys.argv[1:])}".rstrip())
 
 
 if __name__ == "__main__":

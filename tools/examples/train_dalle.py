@@ -5,8 +5,8 @@ file of the same stem (`x.txt`) with one caption per line (one is drawn per step
 OUT/vae.safetensors, OUT/dalle.safetensors and OUT/dalle.training.safetensors (optimizer,
 scheduler, epoch, to resume), then prompts with `revzoo generate`.
 
-    python tools/train_dalle.py --write-shapes shapes        # 12 captioned shapes to try it
-    python tools/train_dalle.py shapes run                   # about 4 minutes on 2 CPU cores
+    python tools/examples/train_dalle.py --write-shapes shapes        # 12 captioned shapes to try it
+    python tools/examples/train_dalle.py shapes run                   # about 4 minutes on 2 CPU cores
     revzoo generate run/dalle.safetensors "a red square" "a blue disc" --seed 0 --out grid.png
 """
 

@@ -1,7 +1,7 @@
 """Preserving conversion on real data: scikit-learn's 8x8 digits (shipped inside the package, no download).
 
     pip install -e ".[examples]"            # scikit-learn
-    python tools/preserve_digits.py         # about five minutes on 2 idle cores
+    python tools/examples/preserve_digits.py         # about five minutes on 2 idle cores
 
 a. "Pretrain" a small sequential ViT (vit-tiny at 8x8 pixels, patch 2, width 64, depth 6).
 b. Test accuracy and logit change right after naive conversion (the plain reversible form of the same

@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
 # Every GPU figure and CUDA check issue 16 asks for, in one run on a CUDA machine (about 6-8 minutes on an H200).
 #
-# Here (a machine with PyPI), once:   bash tools/gpu_check.sh --prepare
+# Here (a machine with PyPI), once:   bash tools/checks/gpu_check.sh --prepare
 #   builds .whl/: a revzoo wheel (with its built-in plugins and entry points) and the revlib and memcnn wheels
 #   (pure Python), for a GPU machine that cannot reach a package index but has torch, timm, pluggy, safetensors,
 #   matplotlib, tqdm and pytest.
-# There, in the repository root:       bash tools/gpu_check.sh
-#   (with the device tool: run(command="bash tools/gpu_check.sh", carry=[".whl"], timeout_s=560))
+# There, in the repository root:       bash tools/checks/gpu_check.sh
+#   (with the device tool: run(command="bash tools/checks/gpu_check.sh", carry=[".whl"], timeout_s=560))
 #   installs .whl/ into /tmp/site if present, then prints, and writes to $OUT (or ./gpu-check):
 #   1. the CUDA tests (pytest -k cuda): invert == autograd for the engine, each plugin and SDPA's kernels, float32
 #      and bf16 autocast; caller's RNG; a model moved between devices; no host-device sync in forward;
 #   2. `revzoo bench --device cuda` (bf16 autocast, SDPA): the transformer stack at equal work against sequential,
 #      checkpoint, revlib and memcnn, depths 4-64, step time against sequential and the recompute lower bound, and
 #      every architecture (dalle-rev among them) at its small config: bench.md, bench.json, memory.png;
-#   3. ViT-B/16 at 224 px, batch 64: timm, timm with gradient checkpointing, vit-base-rev (tools/bench_vit.py);
-#   4. torch.compile: invert with compiled branches against eager invert and compiled autograd (tools/bench_compile.py).
+#   3. ViT-B/16 at 224 px, batch 64: timm, timm with gradient checkpointing, vit-base-rev (tools/bench/bench_vit.py);
+#   4. torch.compile: invert with compiled branches against eager invert and compiled autograd (tools/bench/bench_compile.py).
 # Each step has its own time limit, so one that hangs does not take the others with it.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 if [ "${1:-}" = "--prepare" ]; then
     set -e
@@ -49,8 +49,8 @@ step 30 "machine" bash -c 'nvidia-smi -L; python3 -c "import torch, timm; print(
 step 150 "CUDA tests" python3 -m pytest -q -k cuda -p no:cacheprovider tests/engine/test_devices.py
 step 240 "revzoo bench --device cuda" python3 -m revzoo bench --device cuda --dim 1024 --heads 16 --seq 1024 \
     --batch 8 --rounds 10 --out "$OUT/bench-cuda"
-step 90 "ViT-B/16 224px batch 64" python3 tools/bench_vit.py --device cuda --model vit_base_patch16_224 \
+step 90 "ViT-B/16 224px batch 64" python3 tools/bench/bench_vit.py --device cuda --model vit_base_patch16_224 \
     --batch 64 --img-size 224 --rounds 10
-step 150 "torch.compile" python3 tools/bench_compile.py --device cuda --depth 16 --dim 1024 --heads 16 --seq 1024 \
+step 150 "torch.compile" python3 tools/bench/bench_compile.py --device cuda --depth 16 --dim 1024 --heads 16 --seq 1024 \
     --batch 8 --rounds 10
 echo "=== done $(date -u +%H:%M:%S); log and bench results in $OUT" | tee -a "$log"

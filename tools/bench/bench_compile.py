@@ -11,7 +11,7 @@ Configurations (the `revzoo bench` transformer stack, same weights, forward + ba
     checkpoint          the sequential form with torch.utils.checkpoint around each sub-layer, eager
 Before timing, each compiled configuration's gradients are compared with eager plain autograd of the same function.
 
-Usage: python tools/bench_compile.py [--device cuda] [--precision bf16] [--depth 16] [--rounds 10]
+Usage: python tools/bench/bench_compile.py [--device cuda] [--precision bf16] [--depth 16] [--rounds 10]
                                      [--dim 1024 --heads 16 --seq 1024 --batch 8]
 """
 

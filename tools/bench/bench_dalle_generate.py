@@ -4,7 +4,7 @@ A small model generates a 16x16 grid of image tokens (256 tokens) for a batch of
 The two configurations alternate (cached, uncached, cached, ...) in one process and the
 median of the per-round speed ratios is reported, since the machine is shared and noisy.
 
-    python tools/bench_dalle_generate.py [--rounds 3] [--threads 1]
+    python tools/bench/bench_dalle_generate.py [--rounds 3] [--threads 1]
 """
 
 from __future__ import annotations

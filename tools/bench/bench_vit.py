@@ -2,8 +2,8 @@
 with and without timm's gradient checkpointing.
 
 Usage:
-    python tools/bench_vit.py [--batch 32] [--img-size 224] [--rounds 5] [--model vit_small_patch16_224] [--memory-only]
-                              [--device cuda] [--precision bf16]
+    python tools/bench/bench_vit.py [--batch 32] [--img-size 224] [--rounds 5] [--model vit_small_patch16_224]
+                                    [--memory-only] [--device cuda] [--precision bf16]
 
 Configurations (same weights, same batch, forward + cross-entropy + backward):
     timm       timm's VisionTransformer, plain autograd
