@@ -125,7 +125,7 @@ def check_gradients(config: StackConfig, depth: int, kinds: tuple[str, ...], dev
     return differences
 
 
-def _benchable_architectures() -> list[str]:
+def benchable_architectures() -> list[str]:
     """Returns every registered architecture the bench can measure: example inputs, a depth option, both forms."""
     names = []
     for name in list_models(exclude="*-rev"):
@@ -141,7 +141,7 @@ def select_architectures(patterns: Sequence[str] | None = None) -> list[str]:
 
     Raises UnknownModelError for an unknown name, ConfigError for a pattern matching nothing benchable.
     """
-    benchable = _benchable_architectures()
+    benchable = benchable_architectures()
     if patterns is None:
         builtin = {model for plugin in plugins_info() if plugin["builtin"] for model in plugin["models"]}
         return [name for name in benchable if name in builtin]

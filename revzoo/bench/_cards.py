@@ -31,7 +31,7 @@ import torch
 from ..checkpoints._write import atomic_write
 from ..errors import ConfigError, RevzooError
 from ..registry import ArchSpec, card_location, create, get_architecture, get_format, list_models, plugins_info
-from ._bench import _benchable_architectures
+from ._bench import benchable_architectures
 
 GENERATED_START = "<!-- revzoo:generated:start -->"
 GENERATED_END = "<!-- revzoo:generated:end -->"
@@ -192,7 +192,7 @@ def _routes_and_layout(spec: ArchSpec) -> list[str]:
 
 def _measured(spec: ArchSpec, entry: dict[str, Any] | None) -> list[str]:
     lines = ["#### Measured memory and speed", ""]
-    if entry is None and spec.name in _benchable_architectures():
+    if entry is None and spec.name in benchable_architectures():
         return lines + ["Not measured yet: run `revzoo bench`, then `revzoo cards`."]
     if entry is None:
         return lines + ["Not measured: `revzoo bench` measures the architectures whose spec gives `example_inputs`, "

@@ -3,7 +3,7 @@
 Conversion streams the tensors' bytes through a small buffer, so its peak should stay
 far below the file's size; loading must hold the model itself (about 1x the file) and
 should need little beyond it. Each operation runs in its own process with
-MALLOC_MMAP_THRESHOLD_=65536 (revzoo.bench._measure): the resident size is read, the peak is
+MALLOC_MMAP_THRESHOLD_=65536 (revzoo.bench.MMAP_ENV): the resident size is read, the peak is
 reset, the operation runs, and its peak above that baseline is reported. Linux only.
 The files go to a temporary directory (next to --dir) and are deleted at the end.
 
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 import revzoo
-from revzoo.bench._measure import measure_peak, peak_in_subprocess
+from revzoo.bench import measure_peak, peak_in_subprocess
 
 ARCHITECTURE = "bench-wide"
 MB = 10**6

@@ -23,8 +23,7 @@ import time
 
 import torch
 
-from revzoo.bench._measure import alternate_times
-from revzoo.bench._models import Checkpointed, Setting, StackConfig, build_stack, training_step
+from revzoo.bench import Checkpointed, Setting, StackConfig, alternate_times, build_stack, training_step
 
 
 def _configurations(config: StackConfig, depth: int, setting: Setting) -> dict[str, torch.nn.Module]:

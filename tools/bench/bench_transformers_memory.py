@@ -58,7 +58,7 @@ def build(family: str, depth: int, width: int, config: str, scale: float):
 def child(family: str, depth: int, width: int, tokens: int, config: str, scale: float) -> None:
     from tiny import tokens as make_tokens
 
-    from revzoo.bench._measure import measure_peak
+    from revzoo.bench import measure_peak
 
     torch.set_num_threads(1)
     model = build(family, depth, width, config, scale)
@@ -76,7 +76,7 @@ def child(family: str, depth: int, width: int, tokens: int, config: str, scale: 
 def main() -> None:
     from tiny import FAMILIES
 
-    from revzoo.bench._measure import peak_in_subprocess
+    from revzoo.bench import peak_in_subprocess
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))

@@ -37,8 +37,7 @@ import torch
 from revzoo_vit import from_timm
 from torch import nn
 
-from revzoo.bench._measure import measure_cuda_peak, measure_peak
-from revzoo.bench._models import Setting
+from revzoo.bench import Setting, measure_cuda_peak, measure_peak
 
 CONFIGS = ("timm", "timm-ckpt", "rev")
 

@@ -2,7 +2,7 @@
 
     python tools/bench/measure_refusals.py [--fuzz 40] [--seed 14] [--bomb-mib 512]
 
-Runs tests/hostile.py with MALLOC_MMAP_THRESHOLD_ set (see revzoo.bench._measure): each command
+Runs tests/hostile.py with MALLOC_MMAP_THRESHOLD_ set (revzoo.bench.MMAP_ENV): each command
 goes through `revzoo.cli.main` in that process, and its peak resident memory above the size
 before it is measured. Prints one row per case: exit code, peak MiB, seconds, file size.
 """
@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from revzoo.bench._measure import MMAP_ENV
+from revzoo.bench import MMAP_ENV
 
 HOSTILE = Path(__file__).resolve().parents[2] / "tests" / "hostile.py"
 

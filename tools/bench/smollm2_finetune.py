@@ -78,7 +78,7 @@ def child(config: str, steps: int, length: int, lr: float) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from smollm2_reversible import gguf_file, load
 
-    from revzoo.bench._measure import measure_peak
+    from revzoo.bench import measure_peak
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -113,7 +113,7 @@ def child(config: str, steps: int, length: int, lr: float) -> None:
 
 
 def main() -> None:
-    from revzoo.bench._measure import MMAP_ENV
+    from revzoo.bench import MMAP_ENV
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)

@@ -21,8 +21,7 @@ import torch
 from torchvision import transforms
 
 import revzoo
-from revzoo.bench._demo import captioned_shapes
-from revzoo.bench._progress import Progress
+from revzoo.bench import Progress, captioned_shapes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 

@@ -30,7 +30,7 @@ from revzoo_lie import build_lie_transformer
 from revzoo_lie.rotations import random_rotations
 
 import revzoo
-from revzoo.bench._measure import measure_peak
+from revzoo.bench import measure_peak
 
 POINTS = 8
 TEMPLATES = 4
