@@ -115,7 +115,8 @@ def make_sources(directory: Path) -> dict[str, Path]:
 
 
 def issue_cases(directory: Path, sources: dict[str, Path], bomb_bytes: int = 512 << 20) -> list[Case]:
-    """The tiny files of issue 14 that used to cost gigabytes, each with the command that reads it."""
+    """The tiny files that once cost gigabytes (stride-0 and shared storages, zip bombs), each with the command
+    that reads it."""
     d, out = sources["dalle"], str(directory / "out.safetensors")
     upstream = torch.load(sources["dalle-pytorch"], weights_only=True)
     deep = directory / "deep-hparams.pt"

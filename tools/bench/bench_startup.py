@@ -4,7 +4,7 @@ Usage: python tools/bench/bench_startup.py [--rounds 7] [--name vit-small-rev]
 
 Each command runs in a fresh interpreter (this one's), round after round in rotating order; the
 table shows the median wall time and peak resident size (the child's own `ru_maxrss`), and the
-time over `python -c 'import torch'` measured in the same rounds. Goals (issue 21): `--help` under
+time over `python -c 'import torch'` measured in the same rounds. Goals: `--help` under
 0.3 s and without torch; `list` and `info` within torch's import time + 0.3 s, without timm.
 """
 

@@ -1,4 +1,4 @@
-"""Peak memory and time of refusing issue 14's hostile files (and seeded fuzzed ones), one process, one table.
+"""Peak memory and time of refusing the hostile files of tests/hostile.py (and seeded fuzzed ones), one process, one table.
 
     python tools/bench/measure_refusals.py [--fuzz 40] [--seed 14] [--bomb-mib 512]
 

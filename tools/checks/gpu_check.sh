@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure and CUDA check issue 16 asks for, in one run on a CUDA machine (about 6-8 minutes on an H200).
+# Every GPU figure and CUDA check docs/gpu.md lists, in one run on a CUDA machine (about 6-8 minutes on an H200).
 #
 # Here (a machine with PyPI), once:   bash tools/checks/gpu_check.sh --prepare
 #   builds .whl/: a revzoo wheel (with its built-in plugins and entry points) and the revlib and memcnn wheels
