@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import sys
@@ -367,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if sys.stdout is None:  # started with stdout closed (`>&-`): what it would print goes nowhere, as to /dev/null
         sys.stdout = open(os.devnull, "w")  # it lives as long as the process
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a file name that is not UTF-8 is printed as its bytes, as ls does
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         with _warnings_as_lines():
             args, unparsed = _parser(argv).parse_known_args(argv)

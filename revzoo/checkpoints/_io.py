@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from ..errors import CheckpointError
+from ._write import is_utf8
 
 __all__ = [
     "SAFETENSORS_SUFFIX",
@@ -35,7 +36,30 @@ def require_file(path: str | os.PathLike) -> Path:
         raise CheckpointError(f"{path}: no such file")
     if not path.is_file():
         raise CheckpointError(f"{path}: not a file")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: permission denied (the file is not readable by this user)")
     return path
+
+
+@contextmanager
+def utf8_path(path: Path) -> Iterator[str]:
+    """Yields a name safetensors (which takes only UTF-8 names) can open or write for `path`: the path itself;
+    for a directory that is not UTF-8, the file's name inside the open directory (/proc/self/fd/N/NAME on Linux,
+    beside which safetensors' own temporary also goes); for a file name that is not UTF-8, the open file."""
+    if is_utf8(str(path)):
+        yield str(path)
+        return
+    if is_utf8(path.name):
+        descriptor, through = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY), path.name
+    else:
+        descriptor, through = os.open(path, os.O_RDONLY), ""
+    try:
+        name = os.path.join(f"/proc/self/fd/{descriptor}", through) if through else f"/proc/self/fd/{descriptor}"
+        if not os.path.exists(f"/proc/self/fd/{descriptor}"):
+            raise CheckpointError(f"{path}: safetensors opens only UTF-8 file names here; rename the file")
+        yield name
+    finally:
+        os.close(descriptor)
 
 
 @contextmanager
@@ -43,7 +67,10 @@ def open_safetensors(path: str | os.PathLike) -> Iterator[Any]:
     """Opens a safetensors file lazily (tensors are read one at a time), with a clear error if it is corrupt."""
     path = require_file(path)
     try:
-        handle = safe_open(str(path), framework="pt", device="cpu")
+        with utf8_path(path) as name:
+            handle = safe_open(name, framework="pt", device="cpu")
+    except PermissionError as err:
+        raise CheckpointError(f"{path}: permission denied ({err.strerror})") from err
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt: {err})") from err
     with handle as opened:
@@ -74,6 +101,7 @@ def check_output(src: str | os.PathLike | None, dst: str | os.PathLike, overwrit
 def save_safetensors(tensors: Mapping[str, torch.Tensor], tmp: Path, metadata: Mapping[str, str] | None) -> None:
     """safetensors' save_file, its I/O failures (a full disk) raised as OSError for the atomic writer to report."""
     try:
-        save_file(dict(tensors), tmp, None if metadata is None else dict(metadata))
+        with utf8_path(tmp) as name:  # a temporary's own name is UTF-8
+            save_file(dict(tensors), name, None if metadata is None else dict(metadata))
     except SafetensorError as err:
         raise OSError(str(err)) from err

@@ -39,9 +39,10 @@ def training_state_beside(model_path: str | os.PathLike) -> Path:
         return path / "training.safetensors"
     name = path.name.removesuffix(".index.json").removesuffix(".safetensors")
     suffix = ".training.safetensors"
-    if len(f"{name}{suffix}".encode()) > 255:  # a model name the file system takes, whose state's name it would not
-        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-        name = name.encode()[: 255 - len(suffix) - len(digest) - 1].decode(errors="ignore") + "~" + digest
+    stored = os.fsencode(name)  # the bytes the file system holds (a name need not be valid UTF-8)
+    if len(stored) + len(suffix) > 255:  # a model name the file system takes, whose state's name it would not
+        digest = hashlib.sha256(stored).hexdigest()[:16]
+        name = stored[: 255 - len(suffix) - len(digest) - 1].decode(errors="ignore") + "~" + digest
     return path.with_name(f"{name}{suffix}")
 
 

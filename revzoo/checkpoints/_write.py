@@ -50,13 +50,24 @@ _NAME_MAX = 255  # the longest file name most file systems take (ext4, xfs, btrf
 _TEMPORARY_EXTRA = len(".revzoo-4194304-xxxxxxxx.tmp") + 1  # beyond the name, with the largest Linux PID
 
 
+def is_utf8(name: str) -> bool:
+    """Whether a name is valid UTF-8 (a file system's other bytes come to Python as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _temporary_name(name: str) -> str:
     """The NAME part of a temporary: the target's name, or for one too long to carry the suffix, its first
-    characters and a digest of the whole (a target of 255 characters still gets a temporary)."""
-    if len(name.encode()) + _TEMPORARY_EXTRA <= _NAME_MAX:
+    characters and a digest of the whole (a target of 255 characters still gets a temporary); always UTF-8, so
+    writers that take only UTF-8 names (safetensors) can write it inside a directory opened by descriptor."""
+    stored = os.fsencode(name)  # the bytes the file system holds (a name need not be valid UTF-8)
+    if len(stored) + _TEMPORARY_EXTRA <= _NAME_MAX and is_utf8(name):
         return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-    head = name.encode()[: _NAME_MAX - _TEMPORARY_EXTRA - len(digest) - 1].decode(errors="ignore")
+    digest = hashlib.sha256(stored).hexdigest()[:16]
+    head = stored[: _NAME_MAX - _TEMPORARY_EXTRA - len(digest) - 1].decode(errors="ignore")  # drops non-UTF-8
     return f"{head}~{digest}"
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +16,7 @@ from safetensors.torch import save_file
 
 import revzoo
 import revzoo.checkpoints._stream
-from helpers import TiedModel, interrupt_copy, run_cli, tokens
+from helpers import ROOT, TiedModel, interrupt_copy, run_cli, tokens
 
 pytestmark = pytest.mark.usefixtures("tied_plugin")
 
@@ -230,3 +234,35 @@ def test_a_model_directory_with_a_too_deep_config_is_a_checkpoint_error(tmp_path
     (tmp_path / "config.json").write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)
     with pytest.raises(revzoo.CheckpointError, match="not JSON"):  # was a RecursionError
         revzoo.load(tmp_path)
+
+
+def test_files_at_paths_that_are_not_utf8_load_convert_and_save(tmp_path, saved) -> None:
+    """safetensors takes only UTF-8 names: a valid file at b"m\\xff.safetensors" was called corrupt."""
+    model, path = saved
+    named = Path(os.fsdecode(os.fsencode(tmp_path) + b"/m\xff.safetensors"))
+    os.link(path, named)
+    torch.testing.assert_close(revzoo.load(named)(tokens()), model(tokens()), rtol=0, atol=0)
+    out = Path(os.fsdecode(os.fsencode(tmp_path) + b"/o\xfe.safetensors"))
+    script = "import sys; from helpers import TiedPlugin; import revzoo; from revzoo.cli import main; " \
+             "revzoo.register_plugin(TiedPlugin()); sys.exit(main(sys.argv[1:]))"
+    converted = subprocess.run([sys.executable, "-c", script, "convert", named, out, "--to", "sequential"],
+                               capture_output=True, timeout=120, env={**os.environ, "LC_ALL": "C.UTF-8",
+                                                                       "PYTHONPATH": str(ROOT / "tests")})
+    assert converted.returncode == 0 and converted.stderr == b"", converted.stderr  # a UTF-8 terminal prints it too
+    assert converted.stdout.startswith(b"wrote " + os.fsencode(out)) and revzoo.load(out).form == "sequential"
+    revzoo.save(model, out)  # written under that name, its training-state name derived from it
+    assert revzoo.load(out).form == "reversible"
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/d\xfd"))
+    folder.mkdir()
+    revzoo.save(model, folder / "m.safetensors")  # a UTF-8 name in a folder that is not
+    torch.testing.assert_close(revzoo.load(folder / "m.safetensors")(tokens()), model(tokens()), rtol=0, atol=0)
+    assert sorted(p.name for p in folder.iterdir()) == ["m.safetensors"]
+
+
+def test_an_unreadable_file_is_said_so_not_called_missing_or_corrupt(saved, capsys, monkeypatch) -> None:
+    _, path = saved
+    path.chmod(0)
+    if os.geteuid() == 0:  # root reads mode-000 files: the file system's answer for any other user
+        monkeypatch.setattr(os, "access", lambda name, mode, **_: not (Path(name) == path and mode == os.R_OK))
+    code, _, err = run_cli(capsys, "convert", str(path), str(path.with_name("o.safetensors")), "--to", "sequential")
+    assert code == 2 and "permission denied" in err and "corrupt" not in err and "no such file" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -179,7 +180,7 @@ def test_failed_sharded_writes_leave_no_output(tmp_path, saved, monkeypatch) -> 
         calls.append(tmp)
         if len(calls) == 3:
             raise OSError("disk full")
-        tmp.write_bytes(b"shard")
+        Path(tmp).write_bytes(b"shard")
 
     monkeypatch.setattr(revzoo.checkpoints._io, "save_file", fail_on_third_shard)
     with pytest.raises(revzoo.CheckpointError, match=r"w-00003-of-0000\d.safetensors: cannot write it: disk full"):
