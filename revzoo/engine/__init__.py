@@ -7,11 +7,10 @@ and `check_reversible`. Imports torch only: nothing from the rest of revzoo.
 from __future__ import annotations
 
 from ._adapter import BottleneckAdapter as BottleneckAdapter
-from ._arith import Coupling as Coupling
 from ._check import BlockReport as BlockReport
 from ._check import ReversibilityReport as ReversibilityReport
 from ._check import check_reversible as check_reversible
-from ._check import tensors_in as tensors_in
+from ._coupling import Coupling as Coupling
 from ._layout import StreamLayout as StreamLayout
 from ._model import ZooModel as ZooModel
 from ._record import apply_coupling_record as apply_coupling_record
@@ -27,6 +26,7 @@ from ._sequence import get_form as get_form
 from ._sequence import named_stacks as named_stacks
 from ._sequence import set_execution as set_execution
 from ._sequence import set_form as set_form
+from ._slots import tensors_in as tensors_in
 
 __all__ = [
     "EXECUTIONS",

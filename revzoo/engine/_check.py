@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,8 +13,9 @@ from torch import nn
 
 from ._buffers import BufferSlot
 from ._sequence import named_stacks
+from ._slots import tensors_in
 
-__all__ = ["BlockReport", "ReversibilityReport", "check_reversible", "tensors_in"]
+__all__ = ["BlockReport", "ReversibilityReport", "check_reversible"]
 
 
 @dataclass(frozen=True)
@@ -71,18 +73,6 @@ class ReversibilityReport:
                           "outside torch's RNG, buffers and keyword generators: numpy's RNG, a torch.Generator on a "
                           "module, a counter); execution='invert' recomputes with that state changed")
         return "\n".join([header, *rows, *footer])
-
-
-def tensors_in(value: Any) -> Iterator[torch.Tensor]:
-    """Yields every tensor inside nested tuples, lists and dicts."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from tensors_in(item)
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from tensors_in(item)
 
 
 def _outputs(model: nn.Module, inputs: tuple, kwargs: dict, seed: int) -> list[torch.Tensor]:
@@ -174,17 +164,16 @@ def check_reversible(model_or_stack: nn.Module, *inputs: Any, seed: int = 0, **k
         with torch.no_grad():  # the same call again: it must give the same outputs, or the recompute cannot
             repeatable = _same(outputs, _outputs(model_or_stack, inputs, kwargs, seed))
         buffers.restore()
-        for stack in stacks.values():
-            stack.execution = "invert"
-            stack.traces = []
-        inverted = _gradients(model_or_stack, inputs, kwargs, seed, targets)[0]
+        with contextlib.ExitStack() as recording:
+            traces = {name: recording.enter_context(stack.recording_inversions()) for name, stack in stacks.items()}
+            for stack in stacks.values():
+                stack.execution = "invert"
+            inverted = _gradients(model_or_stack, inputs, kwargs, seed, targets)[0]
         inverted_buffers = buffers.now()
-        traces = {name: stack.traces for name, stack in stacks.items()}
     finally:
         buffers.restore()
         for stack, execution in saved.items():
             stack.execution = execution
-            stack.traces = None
     mutated = tuple(name for name, value in reference_buffers.items() if not torch.equal(value, buffers.values[name]))
     buffer_diff = _worst(_max_diff(inverted_buffers[name].double(), reference_buffers[name].double()) for name in mutated)
     diffs = {id(t): _max_diff(a, b) for t, a, b in zip(targets, reference, inverted)}
@@ -194,9 +183,9 @@ def check_reversible(model_or_stack: nn.Module, *inputs: Any, seed: int = 0, **k
             recon_abs = recon_rel = 0.0
             bitwise = True
             for trace in traces[name]:
-                if index not in trace["reconstructed"]:
+                if index not in trace.reconstructed:
                     continue
-                for original, rebuilt in zip(trace["inputs"][index], trace["reconstructed"][index]):
+                for original, rebuilt in zip(trace.inputs[index], trace.reconstructed[index]):
                     error = (original - rebuilt).abs().max().item()
                     recon_abs = _worst((recon_abs, error))
                     recon_rel = _worst((recon_rel, error / max(original.abs().max().item(), 1e-30)))

@@ -12,13 +12,14 @@ torch._dynamo, a second or more of start-up that `revzoo list` should not pay.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._coupling import CouplingRun, run_invert
+from ._invert import StackCall, run_invert
 from ._keywords import KeywordStructure, refuse_mutable_keywords
 from ._probe import InvertPlans
 
@@ -33,28 +34,28 @@ def _eager(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _invert(
-    plans: InvertPlans, modules: Sequence[nn.Module], run: CouplingRun, x1: torch.Tensor, x2: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    refuse_mutable_keywords(run.kwargs, run.context)
-    structure = KeywordStructure(run.kwargs, run.context)
-    run.plans = plans.for_call(run, modules, x1, x2, structure)
-    y1, y2 = run_invert(run, x1, x2, structure)
-    run.arith.check_range()
-    return y1, y2
+    plans: InvertPlans, modules: Sequence[nn.Module], call: StackCall, x1: torch.Tensor, x2: torch.Tensor
+) -> tuple[tuple[torch.Tensor, torch.Tensor], dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    refuse_mutable_keywords(call.kwargs, call.context)
+    structure = KeywordStructure(call.kwargs, call.context)
+    call = dataclasses.replace(call, plans=tuple(plans.for_call(call, modules, x1, x2, structure)))
+    outputs = run_invert(call, x1, x2, structure)
+    call.arith.check_range()
+    return outputs
 
 
-def _check_range(run: CouplingRun) -> None:
-    run.arith.check_range()
+def _check_range(call: StackCall) -> None:
+    call.arith.check_range()
 
 
-def check_range_outside_graph(run: CouplingRun) -> None:
-    """Raises the run's range error (exact arithmetic), if any; never traced by torch.compile."""
-    _eager(_check_range)(run)
+def check_range_outside_graph(call: StackCall) -> None:
+    """Raises the call's range error (exact arithmetic), if any; never traced by torch.compile."""
+    _eager(_check_range)(call)
 
 
 def invert_outside_graph(
-    plans: InvertPlans, modules: Sequence[nn.Module], run: CouplingRun, x1: torch.Tensor, x2: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns `run_invert(run, x1, x2)` after planning its blocks (`modules`: the stack's, one per block) and
+    plans: InvertPlans, modules: Sequence[nn.Module], call: StackCall, x1: torch.Tensor, x2: torch.Tensor
+) -> tuple[tuple[torch.Tensor, torch.Tensor], dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """Returns `run_invert(call, x1, x2)` after planning its blocks (`modules`: the stack's, one per block) and
     checking its range; never traced by torch.compile."""
-    return _eager(_invert)(plans, modules, run, x1, x2)
+    return _eager(_invert)(plans, modules, call, x1, x2)

@@ -1,356 +1,252 @@
-"""The reversible coupling as a chain of autograd Functions that store no block activations.
+"""The coupling's arithmetic: how a branch output joins a stream, and how inversion takes it back out.
 
-Each block is one Function. Its forward runs without building a graph and keeps nothing
-but the call's RNG and autocast state; only the last block keeps its two outputs. In
-backward the blocks run in reverse, each reading its outputs from the shared run,
-recomputing its inputs from them (`x2 = (y2 - g(y1)) / β`, `x1 = (y1 - f(x2)) / λ`) under the
-state its forward ran under, and leaving those inputs for the block before it. How a branch output
-joins a stream and leaves it again is the run's arithmetic (`_arith`: floats, or exact fixed point).
+`Coupling` fixes the function: `y1 = λ·x1 + f(x2)`, `y2 = β·x2 + g(y1)`, the streams optionally
+swapped after each block, the output the mean of the streams or the stream `f` wrote last.
+Two arithmetics compute it:
 
-Every tensor that gradients must reach (the streams, context and routed keyword tensors,
-the block's parameters) is an input of the block's Function and receives its gradient as
-an output of `backward`, so the autograd engine accumulates parameter gradients as it
-does for any layer: once per backward even for modules shared by several blocks, as
-soon as a block is done (DistributedDataParallel's bucket hooks fire during backward),
-and never more than one block's parameter gradients held at once. The exception is a
-branch under FSDP2's `fully_shard`: FSDP2 unshards it for the recompute and reduce-scatters
-from its own hooks, so that branch is differentiated by accumulation instead.
+- `FloatArithmetic`: the streams are tensors of the model's dtype. Inversion (`x1 = (y1 - f(x2)) / λ`)
+  rounds, so reconstructed inputs drift from the forward's, more so as λ, β shrink.
+- `ExactArithmetic`: the streams are float64 tensors on a fixed-point grid (multiples of `2**-FRACTION_BITS`
+  below `2**RANGE_BITS` in magnitude, so every sum of two of them is exact in float64). Each branch output is
+  rounded to the grid before it is added (straight-through in backward), and a scale `2**-s` floors the
+  scaled stream to the grid, keeping the `s` bits it drops in a packed side buffer. Inversion then
+  subtracts exactly what the forward added and restores the dropped bits: reconstructed inputs are bitwise
+  the forward's, at any depth and scale (MacKay et al., "Reversible Recurrent Neural Networks", 2018).
+
+Both executions of a stack call the same functions, so `"autograd"` differentiates exactly what `"invert"`
+inverts.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
-from torch import nn
-from torch.autograd.function import once_differentiable
 
-from ._arith import ExactArithmetic, FloatArithmetic
-from ._callstate import CallState
-from ._keywords import KeywordStructure
-from ._routes import RouteTable
-from ._slots import generators_in, tensors_in, with_tensors
+__all__ = ["FRACTION_BITS", "RANGE_BITS", "Coupling", "ExactArithmetic", "FloatArithmetic", "arithmetic_for"]
 
-if TYPE_CHECKING:
-    from ._plan import BlockPlan
-
-__all__ = ["CouplingRun", "WholeBlock", "checked_output", "run_invert"]
+Output = Literal["mean", "f"]
+OUTPUTS: tuple[str, ...] = ("mean", "f")
+Start = Literal["copy", "zero"]
+STARTS: tuple[str, ...] = ("copy", "zero")
+FRACTION_BITS = 32  # grid step 2**-32 (2.3e-10): below float32's and bfloat16's rounding of any value above 2**-9
+RANGE_BITS = 21  # |stream| < 2**21 = 2,097,152: 32 + 21 = 53 bits, float64's significand, so sums stay exact
+MAX_SHIFT = 8  # exact scales are 2**-s for s in 0..8 (1 down to 1/256): s side bits per element per block
 
 
-class WholeBlock(nn.Module):
-    """A block's two branches as one residual function, `x + f(x)` then `+ g(...)`: the `F` of a block that
-    couples with an adapter (preserving conversion). Keyword arguments arrive prefixed `f.` or `g.`."""
+@dataclass(frozen=True)
+class Coupling:
+    """How a stack's blocks combine their two streams (defaults: the plain reversible coupling).
 
-    def __init__(self, f: nn.Module, g: nn.Module) -> None:
-        super().__init__()
-        self.f, self.g = f, g
-
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        f_kwargs = {name[2:]: value for name, value in kwargs.items() if name.startswith("f.")}
-        g_kwargs = {name[2:]: value for name, value in kwargs.items() if name.startswith("g.")}
-        x = x + self.f(x, **f_kwargs)
-        return x + self.g(x, **g_kwargs)
-
-
-@dataclass
-class CouplingRun:
-    """One call of a stack: its blocks, routes, the call's keyword data, and backward's progress."""
-
-    blocks: Sequence[tuple[nn.Module, nn.Module]]
-    routes: RouteTable
-    kwargs: Mapping[str, Any]
-    context: Mapping[str, Any]
-    arith: FloatArithmetic | ExactArithmetic
-    swap: bool = False
-    whole_blocks: bool = False  # blocks are (WholeBlock, adapter): F's kwargs are f's and g's, prefixed
-    trace: dict | None = None  # check_reversible's: {"inputs": [(x1, x2)], "reconstructed": {index: (x1, x2)}}
-    states: list[tuple[CallState, CallState]] = field(default_factory=list)
-    sides: list[tuple[torch.Tensor | None, torch.Tensor | None]] = field(default_factory=list)  # exact scaling's bits
-    streams: tuple[torch.Tensor, torch.Tensor] | None = None  # outputs of the block whose backward runs next
-    backward_started: bool = False
-    plans: list[BlockPlan] = field(default_factory=list)  # per block, from `_probe`; empty when not planned
-    taps: frozenset[int] = frozenset()  # blocks whose outputs leave the chain (intermediates): kept for backward
-    tapped: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # their output streams
-
-    def slot_values(self) -> list[torch.Tensor]:
-        """Returns every tensor in the call's context and kwargs, also inside lists and dicts, in a fixed order."""
-        return tensors_in((self.context, self.kwargs))
-
-    def branch_kwargs(self, index: int, replaced: list[torch.Tensor] | None = None) -> tuple[dict, dict]:
-        """Returns the keyword arguments of `f` and `g` in block `index`, with the slot tensors `replaced`."""
-        context, kwargs = self.context, self.kwargs
-        if replaced is not None:
-            context, kwargs = with_tensors((context, kwargs), iter(replaced))
-        f_kwargs, g_kwargs = self.routes.split(index, kwargs, context)
-        if self.whole_blocks:
-            return {**{f"f.{k}": v for k, v in f_kwargs.items()}, **{f"g.{k}": v for k, v in g_kwargs.items()}}, {}
-        return f_kwargs, g_kwargs
-
-    def block_parameters(self, index: int) -> list[torch.Tensor]:
-        """Returns the parameters of block `index` whose gradients the block's Function returns.
-
-        Each appears once, even when `f` and `g` share modules. A branch under FSDP2's
-        `fully_shard` is left out: FSDP2 collects its gradients itself (see `undo`). Leaves
-        the branches use without owning them (found by `_probe`) come last.
-        """
-        f, g = self.blocks[index]
-        params = {id(p): p for module in (f, g) if not _is_fsdp(module) for p in module.parameters()}
-        hidden = self.plans[index].hidden() if self.plans else []
-        return list({**params, **{id(t): t for t in hidden}}.values())
-
-    def branch_sources(self, index: int, which: int, kwargs: Mapping[str, Any]) -> set[int]:
-        """Returns the ids of the tensors branch `which` (0: f, 1: g) of block `index` can pass gradients to
-        besides its input: its keyword tensors, its parameters, and the leaves it uses without owning them."""
-        used = {id(t) for t in tensors_in(kwargs)} | {id(p) for p in self.blocks[index][which].parameters()}
-        if self.plans:
-            used |= {id(t) for t in self.plans[index].branches[which].hidden}
-        return used
-
-    def capture(self, index: int, which: int, known: torch.Tensor, kwargs: Mapping[str, Any]) -> CallState:
-        """Returns the state a forward call of branch `which` (0: f, 1: g) of block `index` runs under."""
-        buffers = self.plans[index].branches[which].buffers if self.plans else ()
-        return CallState.capture(known, generators=generators_in(kwargs), buffers=buffers)
-
-
-def _is_fsdp(module: nn.Module) -> bool:
-    """Is `module` an FSDP2 `fully_shard` module? (Never true unless FSDP was imported, so never imports it.)"""
-    fsdp = sys.modules.get("torch.distributed.fsdp")
-    return fsdp is not None and isinstance(module, fsdp.FSDPModule)
-
-
-def checked_output(stream: torch.Tensor, output: Any, index: int, branch: str) -> torch.Tensor:
-    """Returns `output`, refusing one whose shape differs from the stream's: broadcasting would silently
-    change the stream's shape (and make the block impossible to invert)."""
-    if not isinstance(output, torch.Tensor) or output.shape != stream.shape:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ValueError(
-            f"block {index}'s {branch} returned {shape} for a stream of shape {tuple(stream.shape)}; "
-            "residual branches must return a tensor of the stream's shape"
-        )
-    return output
-
-
-class ParameterSlots:
-    """Where a block's branches hold their parameters, and the tensors held there when its forward ran.
-
-    The recompute swaps detached aliases of those tensors into the same places and differentiates
-    with respect to the aliases. So it computes with the forward's weights even when the caller swapped
-    them for that call only (`torch.func.functional_call`), gradient hooks on the parameters run once
-    (when the Function's gradient reaches them, as under autograd; never inside the recompute), and a
-    branch calling a module of its sibling gives that module's parameters its share.
+    Args:
+        scales: (λ, β), multiplying x1 and x2 in `y1 = λ·x1 + f(x2)`, `y2 = β·x2 + g(y1)`; finite, non-zero.
+        swap: exchange the two streams after every block (MEFT's coupling: f of the next block reads y1).
+        output: "mean" of the two streams, or "f": the stream the last `f` wrote (MEFT's output).
+        start: the streams start as `(x, x)` ("copy") or `(0, x)` ("zero"): with "zero" the first block
+            computes `f(x)` exactly, so a converted pretrained stack deviates by O(λβ), not O(λ).
     """
 
-    def __init__(self, block: tuple[nn.Module, nn.Module], params: Sequence[torch.Tensor]) -> None:
-        owners = {id(m): m for branch in block if not _is_fsdp(branch) for m in branch.modules()}
-        self.slots = [(owner, name, tensor) for owner in owners.values() for name, tensor in owner._parameters.items()
-                      if tensor is not None]
-        # What the recompute also relies on: the modules' train/eval modes and the parameters' values
-        self.modes = [(owner, owner.training) for owner in owners.values()]
-        self.versions = [(p, p._version) for p in params]
+    scales: tuple[float, float] = (1.0, 1.0)
+    swap: bool = False
+    output: Output = "mean"
+    start: Start = "copy"
 
-    def refuse_changes(self, index: int) -> None:
-        """Raises RuntimeError if a mode or a parameter changed since the forward: the recompute would differ."""
-        if any(owner.training != training for owner, training in self.modes):
-            raise RuntimeError(
-                f"revzoo: block {index}'s train/eval mode changed between forward and backward (model.eval() or "
-                "model.train() before backward()); execution='invert' recomputes the block in backward, so dropout "
-                "and normalisation would differ. Change modes after backward"
-            )
-        if any(p._version != version for p, version in self.versions):
-            raise RuntimeError(
-                f"revzoo: a parameter of block {index} was modified in place between forward and backward "
-                "(optimizer.step() before backward()?); execution='invert' recomputes the block in backward from its "
-                "parameters, as autograd refuses the same (\"modified by an inplace operation\")"
-            )
+    def __post_init__(self) -> None:
+        scales = tuple(self.scales)
+        if len(scales) != 2 or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scales):
+            raise ValueError(f"coupling scales must be two numbers (λ, β), got {self.scales!r}")
+        for name, scale in zip(("λ", "β"), scales):
+            if not math.isfinite(scale) or scale == 0:
+                raise ValueError(f"coupling scale {name} = {scale!r} cannot be inverted; use a finite non-zero number")
+        if not isinstance(self.swap, bool):
+            raise ValueError(f"coupling swap must be True or False, got {self.swap!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"coupling output {self.output!r} is not one of {', '.join(map(repr, OUTPUTS))}")
+        if self.start not in STARTS:
+            raise ValueError(f"coupling start {self.start!r} is not one of {', '.join(map(repr, STARTS))}")
+        object.__setattr__(self, "scales", (float(scales[0]), float(scales[1])))
 
-    def aliases(self) -> dict[int, torch.Tensor]:
-        """Returns a fresh leaf per forward tensor (by id), requiring grad as that tensor does."""
-        return {id(t): t.detach().requires_grad_(t.requires_grad) for _, _, t in self.slots}
-
-    @contextlib.contextmanager
-    def swapped_in(self, aliases: dict[int, torch.Tensor]) -> Iterator[None]:
-        now = [owner._parameters[name] for owner, name, _ in self.slots]
-        try:
-            for owner, name, tensor in self.slots:
-                owner._parameters[name] = aliases[id(tensor)]
-            yield
-        finally:
-            for (owner, name, _), tensor in zip(self.slots, now):
-                owner._parameters[name] = tensor
-
-
-def _refuse_unplanned(run: CouplingRun, index: int, which: int, output: torch.Tensor, known: set[int]) -> None:
-    """Raises RuntimeError if the recompute's graph reaches a leaf requiring grad that is no input of the block's
-    Function: its gradient would be lost. The block's plan is marked stale, so the next call probes it again."""
-    if not output.requires_grad:
-        return
-    seen, pending = set(), [output.grad_fn]
-    while pending:
-        node = pending.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        variable = getattr(node, "variable", None)
-        if variable is not None and id(variable) not in known:
-            if run.plans:
-                run.plans[index].stale = True
-            raise RuntimeError(
-                f"revzoo: block {index}'s {'fg'[which]} used a tensor requiring grad (shape {tuple(variable.shape)}) "
-                "that it did not use when execution='invert' planned it (a parameter used only on some calls, or "
-                "replaced since); its gradient would be lost, so this backward stops. The next call plans again: "
-                "run the step again"
-            )
-        pending.extend(child for child, _ in node.next_functions)
-
-
-def _grads(output: torch.Tensor, targets: list[torch.Tensor], grad_output: torch.Tensor | None) -> list[torch.Tensor | None]:
-    wanted = [t for t in targets if t.requires_grad]
-    if grad_output is None or not output.requires_grad or not wanted:
-        return [None] * len(targets)
-    found = iter(torch.autograd.grad(output, wanted, grad_output, allow_unused=True))
-    return [next(found) if t.requires_grad else None for t in targets]
-
-
-def _add(total: torch.Tensor | None, grad: torch.Tensor | None) -> torch.Tensor | None:
-    if grad is None:
-        return total
-    return grad if total is None else total + grad
-
-
-class _BlockFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, run: CouplingRun, index: int, num_slots: int, x1: torch.Tensor, x2: torch.Tensor, *tensors):
-        f, g = run.blocks[index]
-        arith = run.arith
-        f_kwargs, g_kwargs = run.branch_kwargs(index)
-        if run.trace is not None:
-            run.trace["inputs"].append((x1.clone(), x2.clone()))
-        f_state = run.capture(index, 0, x2, f_kwargs)
-        y1 = arith.combine(index, 0, x1, checked_output(x1, f(arith.branch_input(x2), **f_kwargs), index, "f"))
-        g_state = run.capture(index, 1, y1, g_kwargs)
-        y2 = arith.combine(index, 1, x2, checked_output(x2, g(arith.branch_input(y1), **g_kwargs), index, "g"))
-        run.states.append((f_state, g_state))
-        run.sides.append((arith.side_bits(0, x1), arith.side_bits(1, x2)))
-        ctx.run, ctx.index, ctx.num_slots = run, index, num_slots
-        ctx.params, ctx.parameter_slots = tensors[num_slots:], ParameterSlots(run.blocks[index], tensors[num_slots:])
-        ctx.is_last = index == len(run.blocks) - 1
-        # The last block's outputs start the inversion; a tapped block's outputs also leave the chain, so
-        # its backward may be the first to run: both keep them (two streams, not the blocks' activations).
-        ctx.keeps_outputs = ctx.is_last or index in run.taps
-        ctx.save_for_backward(*tensors[:num_slots], *((y1, y2) if ctx.keeps_outputs else ()))
-        # An output nothing uses (the last g under output="f") gets None, not zeros, so its branch's
-        # parameters keep .grad None, as under autograd (optimizers skip them instead of decaying them).
-        ctx.set_materialize_grads(False)
-        return y1, y2
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y1: torch.Tensor | None, grad_y2: torch.Tensor | None):
-        run: CouplingRun = ctx.run
-        saved = ctx.saved_tensors
-        if ctx.is_last:
-            if run.backward_started:
-                raise RuntimeError(
-                    "revzoo: backward ran twice through the same reversible stack call; "
-                    "run the forward again (retain_graph cannot help: no activations were stored)"
+    def shifts(self) -> tuple[int, int]:
+        """Returns `(s1, s2)` with `scales == (2**-s1, 2**-s2)`, or raises: the scales exact arithmetic supports."""
+        shifts = []
+        for name, scale in zip(("λ", "β"), self.scales):
+            mantissa, exponent = math.frexp(scale)
+            shift = 1 - exponent
+            if mantissa != 0.5 or not 0 <= shift <= MAX_SHIFT:
+                nearest = 2.0 ** -min(max(round(-math.log2(abs(scale))), 0), MAX_SHIFT)
+                raise ValueError(
+                    f"exact=True supports coupling scales 2**-s for s in 0..{MAX_SHIFT} (1, 1/2, ..., 1/256); "
+                    f"{name} = {scale!r} is not one (nearest: {nearest!r})"
                 )
-            run.backward_started = True
-        if ctx.keeps_outputs:
-            run.streams = (saved[-2].detach(), saved[-1].detach())
-        index = ctx.index
-        ctx.parameter_slots.refuse_changes(index)
-        needs = ctx.needs_input_grad[5:]
-        slot_needs, param_needs = needs[: ctx.num_slots], needs[ctx.num_slots :]
-        leaves = [value.detach().requires_grad_(need) for value, need in zip(saved[: ctx.num_slots], slot_needs)]
-        f_kwargs, g_kwargs = run.branch_kwargs(index, leaves)
-        params = ctx.params  # the tensors the forward used, also where the caller swapped them for that call
-        aliases = ctx.parameter_slots.aliases()
-        wanted = [leaf for leaf in leaves if leaf.requires_grad]
-        wanted += [aliases.get(id(p), p) for p, need in zip(params, param_needs) if need]
-        sibling = {id(alias) for alias in aliases.values()}  # either branch may call the other's modules
-        totals: dict[int, torch.Tensor | None] = {}
+            shifts.append(shift)
+        return shifts[0], shifts[1]
 
-        arith = run.arith
 
-        def undo(which: int, state: CallState, kwargs: dict, known: torch.Tensor, result: torch.Tensor, grad):
-            """Given `result = scale·other + branch(known)`, returns `other` and the gradient reaching `known`.
+class FloatArithmetic:
+    """Streams in the model's dtype; inversion divides, so it is as exact as floating point allows."""
 
-            Gradients reaching the branch's parameters and routed tensors are added to `totals`.
-            """
-            branch = run.blocks[index][which]
-            with state.restore(), ctx.parameter_slots.swapped_in(aliases):
-                known = known.requires_grad_()
-                output = branch(arith.branch_input(known), **kwargs)
-            if _is_fsdp(branch):
-                # FSDP2 reduce-scatters from hooks on its unsharded parameters' accumulation, so
-                # this branch is differentiated by accumulation; `known` and the routed leaves are
-                # fresh leaves of this backward, so their .grad holds exactly this branch's share.
-                slots = [v for v in tensors_in(kwargs) if v.requires_grad]
-                if grad is not None:
-                    torch.autograd.backward(output, grad)
-                for leaf in slots:
-                    totals[id(leaf)] = _add(totals.get(id(leaf)), leaf.grad)
-                    leaf.grad = None
-                with torch.no_grad():
-                    return arith.separate(which, result, output, side[which]), known.grad
-            used = run.branch_sources(index, which, kwargs) | sibling
-            _refuse_unplanned(run, index, which, output, used | {id(known)})
-            targets = [t for t in wanted if id(t) in used]
-            grad_known, *rest = _grads(output, [known, *targets], grad)
-            for target, target_grad in zip(targets, rest):
-                totals[id(target)] = _add(totals.get(id(target)), target_grad)
-            with torch.no_grad():
-                return arith.separate(which, result, output, side[which]), grad_known
+    exact = False
 
-        f_state, g_state = run.states[index]
-        side = run.sides[index]
-        y1, y2 = run.streams
-        x2, grad_y1_through_g = undo(1, g_state, g_kwargs, y1, y2, grad_y2)
-        grad_y1 = _add(grad_y1, grad_y1_through_g)
-        x1, grad_x2_through_f = undo(0, f_state, f_kwargs, x2, y1, grad_y1)
-        grad_x2 = _add(arith.grad_through_scale(1, grad_y2), grad_x2_through_f)
-        grad_x1 = arith.grad_through_scale(0, grad_y1)
-        run.streams = (x2.detach(), x1.detach()) if run.swap else (x1.detach(), x2.detach())
-        if run.trace is not None:
-            run.trace["reconstructed"][index] = (x1.detach().clone(), x2.detach().clone())
-        return (
-            None, None, None, grad_x1, grad_x2,
-            *(totals.get(id(leaf)) for leaf in leaves),
-            *(totals.get(id(aliases.get(id(p), p))) for p in params),
+    def __init__(self, coupling: Coupling) -> None:
+        self.scales = coupling.scales
+
+    def enter(self, stream: torch.Tensor) -> torch.Tensor:
+        return stream
+
+    def branch_input(self, stream: torch.Tensor) -> torch.Tensor:
+        return stream
+
+    def combine(self, index: int, branch: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Returns `scale·x + out` (today's `x + out` exactly when the scale is 1)."""
+        scale = self.scales[branch]
+        return x + out if scale == 1 else x * scale + out
+
+    def side_bits(self, branch: int, x: torch.Tensor) -> None:
+        """Float inversion keeps nothing beside the streams."""
+
+    def separate(self, branch: int, y: torch.Tensor, out: torch.Tensor, side: None) -> torch.Tensor:
+        scale = self.scales[branch]
+        return y - out if scale == 1 else (y - out) / scale
+
+    def grad_through_scale(self, branch: int, grad: torch.Tensor | None) -> torch.Tensor | None:
+        scale = self.scales[branch]
+        return grad if scale == 1 or grad is None else grad * scale
+
+    def leave(self, stream: torch.Tensor) -> torch.Tensor:
+        return stream
+
+    def check_range(self) -> None:
+        """Exact arithmetic's range errors surface here; floats have none."""
+
+
+def _grid(t: torch.Tensor) -> torch.Tensor:
+    """`t` rounded to the nearest grid value (ties to even), as float64."""
+    return torch.round(t.double() * 2.0**FRACTION_BITS) * 2.0**-FRACTION_BITS
+
+
+def _in_range(t: torch.Tensor) -> torch.Tensor:
+    """A 0-d bool tensor (no host sync): is every value of `t` finite and inside the grid's exact range?"""
+    return (t.abs() < 2.0**RANGE_BITS).all()
+
+
+class _ToGrid(torch.autograd.Function):
+    """`x` rounded onto the grid, as float64; straight-through in backward (gradient cast back to x's dtype)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.dtype = x.dtype
+        return _grid(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.to(ctx.dtype)
+
+
+def _grid_add(x: torch.Tensor, out: torch.Tensor, shift: int) -> torch.Tensor:
+    """`floor_grid(x · 2**-shift) + round_grid(out)`, exact in float64 whenever the result is in range.
+
+    Every operand is a multiple of the grid step (a rounded `out` too, even beyond the range, where
+    float64 holds only integers), so the sum is exact when it fits in 53 bits: checking the result's
+    range is enough.
+    """
+    scaled = x if shift == 0 else torch.floor(x * 2.0 ** (FRACTION_BITS - shift)) * 2.0**-FRACTION_BITS
+    return scaled + _grid(out)
+
+
+class _GridAdd(torch.autograd.Function):
+    """`_grid_add` with straight-through gradients for the roundings."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, out: torch.Tensor, shift: int) -> torch.Tensor:
+        ctx.shift, ctx.out_dtype = shift, out.dtype
+        return _grid_add(x, out, shift)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        return (grad if ctx.shift == 0 else grad * 2.0**-ctx.shift), grad.to(ctx.out_dtype), None
+
+
+def pack_low_bits(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Returns the `shift` low bits of every grid value of `x` (its multiples of 2**-FRACTION_BITS), packed.
+
+    Eight elements' bits fill one int64 (8 * shift <= 64 bits), of which the `shift` low bytes are kept:
+    exactly `shift` bits per element, with a handful of whole-tensor operations.
+    """
+    low = (x * 2.0**FRACTION_BITS).to(torch.int64) & ((1 << shift) - 1)
+    low = torch.nn.functional.pad(low.reshape(-1), (0, -low.numel() % 8)).reshape(-1, 8)
+    words = (low << (shift * torch.arange(8, device=x.device))).sum(dim=1)
+    return words.view(torch.uint8).reshape(-1, 8)[:, :shift].contiguous()
+
+
+def unpack_low_bits(packed: torch.Tensor, shift: int, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of `pack_low_bits`: the low bits as float64 grid units, shaped like `like`."""
+    words = torch.nn.functional.pad(packed, (0, 8 - shift)).view(torch.int64).reshape(-1, 1)
+    low = (words >> (shift * torch.arange(8, device=packed.device))) & ((1 << shift) - 1)
+    return low.reshape(-1)[: like.numel()].reshape(like.shape).to(torch.float64)
+
+
+class ExactArithmetic:
+    """Streams as float64 on a fixed-point grid; inversion is bitwise exact. See the module docstring."""
+
+    exact = True
+
+    def __init__(self, coupling: Coupling) -> None:
+        self.shifts = coupling.shifts()
+        self.dtype: torch.dtype | None = None
+        self.in_range: list[tuple[int, int, torch.Tensor]] = []  # checked once per call: no sync per block
+
+    def enter(self, stream: torch.Tensor) -> torch.Tensor:
+        if not stream.is_floating_point():
+            raise TypeError(f"exact=True needs a floating-point stream, got {stream.dtype}")
+        self.dtype = stream.dtype
+        entered = _ToGrid.apply(stream)
+        self.in_range.append((-1, -1, _in_range(entered)))
+        return entered
+
+    def branch_input(self, stream: torch.Tensor) -> torch.Tensor:
+        return stream.to(self.dtype)
+
+    def combine(self, index: int, branch: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Returns the exact `floor_grid(scale·x) + round_grid(out)`; its range is checked by `check_range`."""
+        shift = self.shifts[branch]
+        y = _GridAdd.apply(x, out, shift) if torch.is_grad_enabled() else _grid_add(x, out, shift)
+        self.in_range.append((index, branch, _in_range(y)))
+        return y
+
+    def side_bits(self, branch: int, x: torch.Tensor) -> torch.Tensor | None:
+        """Returns the bits of `x` that scaling by `2**-shift` drops, packed (None at scale 1): what inversion needs."""
+        shift = self.shifts[branch]
+        return pack_low_bits(x, shift) if shift else None
+
+    def separate(self, branch: int, y: torch.Tensor, out: torch.Tensor, side: torch.Tensor | None) -> torch.Tensor:
+        shift = self.shifts[branch]
+        units = y * 2.0**FRACTION_BITS - torch.round(out.double() * 2.0**FRACTION_BITS)
+        if shift:
+            units = units * 2.0**shift + unpack_low_bits(side, shift, y)
+        return units * 2.0**-FRACTION_BITS
+
+    def grad_through_scale(self, branch: int, grad: torch.Tensor | None) -> torch.Tensor | None:
+        shift = self.shifts[branch]
+        return grad if shift == 0 or grad is None else grad * 2.0**-shift
+
+    def leave(self, stream: torch.Tensor) -> torch.Tensor:
+        return stream.to(self.dtype)
+
+    def check_range(self) -> None:
+        """Raises OverflowError naming the first block and branch whose stream left the grid's range."""
+        flags, self.in_range = self.in_range, []
+        if not flags or bool(torch.stack([flag for *_, flag in flags]).all()):
+            return
+        index, branch, _ = next(entry for entry in flags if not bool(entry[2]))
+        where = "the stack's input" if index < 0 else f"block {index}'s {'fg'[branch]} branch"
+        raise OverflowError(
+            f"exact=True: {where} took the stream outside the fixed-point range |x| < 2**{RANGE_BITS} "
+            "(or made it NaN/inf); scale the input down, or run this stack with exact=False"
         )
 
 
-def _refuse_sharded(params: list[nn.Parameter]) -> None:
-    """Sharded parameters outside a fully_shard branch would never be unsharded: revzoo calls the branches, not
-    the modules around them, so only the branches' own FSDP2 hooks run."""
-    dtensor = sys.modules.get("torch.distributed.tensor")
-    if dtensor is not None and any(isinstance(p, dtensor.DTensor) for p in params):
-        raise NotImplementedError(
-            "revzoo: execution='invert' found FSDP2-sharded parameters outside a fully_shard branch; apply "
-            "fully_shard to each branch (stack.blocks[i].f and .g), not to the block or the stack"
-        )
-
-
-def run_invert(
-    run: CouplingRun, x1: torch.Tensor, x2: torch.Tensor, structure: KeywordStructure | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns the two output streams of `run` (swapped after the last block if the coupling swaps),
-    differentiable by inversion. The input streams are already in the run's arithmetic (`arith.enter`).
-    `structure` is checked after each block: a block that changes a keyword container is refused there."""
-    slot_values = run.slot_values()
-    y1, y2 = x1, x2
-    for index in range(len(run.blocks)):
-        params = run.block_parameters(index)
-        _refuse_sharded(params)
-        y1, y2 = _BlockFunction.apply(run, index, len(slot_values), y1, y2, *slot_values, *params)
-        if structure is not None:
-            structure.check(f"block {index}")
-        if run.swap:
-            y1, y2 = y2, y1
-        if index in run.taps:
-            run.tapped[index] = (y1, y2)
-    return y1, y2
+def arithmetic_for(coupling: Coupling, exact: bool) -> FloatArithmetic | ExactArithmetic:
+    """Returns a fresh arithmetic for one call of a stack."""
+    return ExactArithmetic(coupling) if exact else FloatArithmetic(coupling)

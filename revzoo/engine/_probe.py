@@ -28,9 +28,8 @@ from torch import nn
 
 from ._buffers import BufferSnapshot, buffer_slots, changed_slots
 from ._callstate import CallState
-from ._coupling import CouplingRun, _is_fsdp, _refuse_sharded, checked_output
+from ._invert import BlockPlan, BranchPlan, StackCall, _is_fsdp, _refuse_sharded, checked_output
 from ._keywords import KeywordStructure
-from ._plan import BlockPlan, BranchPlan
 from ._slots import generators_in, tensors_in
 
 __all__ = ["InvertPlans"]
@@ -94,15 +93,15 @@ def _kept(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _observed(run: CouplingRun, stream: torch.Tensor) -> Iterator[None]:
+def _observed(call: StackCall, stream: torch.Tensor) -> Iterator[None]:
     """Grad enabled; RNG, the call's generators and every branch buffer put back afterwards.
 
     The probe's graphs are never differentiated, so the caller's saved-tensor hooks (offloading,
     memory accounting) do not see them.
     """
-    slots = [slot for f, g in run.blocks for branch in (f, g) for slot in buffer_slots(branch)]
+    slots = [slot for f, g in call.blocks for branch in (f, g) for slot in buffer_slots(branch)]
     unique = list({(id(owner), name): (owner, name) for owner, name in slots}.values())
-    generators = generators_in((run.context, run.kwargs))
+    generators = generators_in((call.context, call.kwargs))
     state = CallState.capture(stream, generators=generators)
     with contextlib.ExitStack() as stack:
         stack.enter_context(state.restore())
@@ -144,19 +143,19 @@ def _probe_branch(
 
 
 def _probe(
-    run: CouplingRun, x1: torch.Tensor, x2: torch.Tensor, needed: Sequence[int], structure: KeywordStructure | None
+    call: StackCall, x1: torch.Tensor, x2: torch.Tensor, needed: Sequence[int], structure: KeywordStructure | None
 ) -> dict[int, BlockPlan]:
     """Runs the blocks on copies of the streams, as the forward would, and returns the plans of those in `needed`.
     A block that changes a keyword container is refused there (`structure`)."""
     plans: dict[int, BlockPlan] = {}
-    arith = copy.deepcopy(run.arith)  # its own copy: the exact arithmetic records range checks per call
-    with _observed(run, x2):
+    arith = copy.deepcopy(call.arith)  # its own copy: the exact arithmetic records range checks per call
+    with _observed(call, x2):
         marker = _sequence_marker()
-        slot_leaves = [t.detach().clone().requires_grad_(t.requires_grad) for t in run.slot_values()]
+        slot_leaves = [t.detach().clone().requires_grad_(t.requires_grad) for t in call.slot_values()]
         given = [leaf.clone() if leaf.requires_grad else leaf for leaf in slot_leaves]
         x1, x2 = (x.detach().clone().requires_grad_() for x in (x1, x2))
-        for index, (f, g) in enumerate(run.blocks[: max(needed) + 1]):
-            f_kwargs, g_kwargs = run.branch_kwargs(index, given)
+        for index, (f, g) in enumerate(call.blocks[: max(needed) + 1]):
+            f_kwargs, g_kwargs = call.branch_kwargs(index, given)
             known = {id(p) for branch in (f, g) for p in branch.parameters()}  # what the Function already takes
             known |= {id(t) for t in (x1, x2, *slot_leaves)}
             f_plan, f_out = _probe_branch(f, "f", index, arith.branch_input(x2), f_kwargs, known, marker)
@@ -166,7 +165,7 @@ def _probe(
             plans[index] = BlockPlan((f_plan, g_plan))
             if structure is not None:
                 structure.check(f"block {index} (run by the first call's probe)")
-            x1, x2 = (y2, y1) if run.swap else (y1, y2)
+            x1, x2 = (y2, y1) if call.swap else (y1, y2)
     return plans
 
 
@@ -180,22 +179,22 @@ class InvertPlans:
         return (InvertPlans, ())  # copies and pickles start empty: the keys are ids of the original modules
 
     def for_call(
-        self, run: CouplingRun, modules: Sequence[nn.Module], x1: torch.Tensor, x2: torch.Tensor,
+        self, call: StackCall, modules: Sequence[nn.Module], x1: torch.Tensor, x2: torch.Tensor,
         structure: KeywordStructure | None = None,
     ) -> list[BlockPlan]:
-        """Returns a plan per block of `run`, probing, from the input streams, the blocks whose plan is not known.
+        """Returns a plan per block of `call`, probing, from the input streams, the blocks whose plan is not known.
 
         `modules` are the stack's own block modules (holding f, g and any adapter), which key the
-        plans: `run.blocks` may be made afresh for each call. Stacks with an FSDP2 branch are not
+        plans: `call.blocks` may be made afresh for each call. Stacks with an FSDP2 branch are not
         probed: FSDP2 must see each branch's forward followed by its backward.
         """
-        if any(_is_fsdp(branch) for block in run.blocks for branch in block):
-            return [BlockPlan()] * len(run.blocks)
+        if any(_is_fsdp(branch) for block in call.blocks for branch in block):
+            return [BlockPlan()] * len(call.blocks)
         keys = [(index, _key(module)) for index, module in enumerate(modules)]
         needed = [index for index, key in enumerate(keys) if key not in self._plans or self._plans[key].stale]
         if needed:
-            for index in range(len(run.blocks)):
-                _refuse_sharded(run.block_parameters(index))  # before running anything on sharded parameters
-            for index, plan in _probe(run, x1, x2, needed, structure).items():
+            for index in range(len(call.blocks)):
+                _refuse_sharded(call.block_parameters(index))  # before running anything on sharded parameters
+            for index, plan in _probe(call, x1, x2, needed, structure).items():
                 self._plans[keys[index]] = plan
         return [self._plans[key] for key in keys]

@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from ._adapter import BottleneckAdapter
-from ._arith import Coupling
+from ._coupling import Coupling
 from ._sequence import named_stacks
 
 __all__ = ["apply_coupling_record", "coupling_record"]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import contextlib
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from ._arith import Coupling, arithmetic_for
 from ._compile import check_range_outside_graph, invert_outside_graph
-from ._coupling import CouplingRun, WholeBlock, checked_output
+from ._coupling import Coupling, arithmetic_for
+from ._invert import CallTrace, StackCall, WholeBlock, checked_output
 from ._layout import StreamLayout
 from ._probe import InvertPlans
 from ._routes import RoutesArg, RouteTable
@@ -101,7 +102,7 @@ class ReversibleSequence(nn.Module):
         self._coupling = Coupling()
         self._exact = False
         self.set_coupling(coupling or Coupling(), exact)
-        self.traces: list[dict] | None = None  # set by check_reversible to record reconstructions
+        self._recorded: list[CallTrace] | None = None  # see recording_inversions
         self.invert_plans = InvertPlans()  # what each branch needs under "invert", found at the first call
 
     @property
@@ -137,7 +138,7 @@ class ReversibleSequence(nn.Module):
         self.set_coupling(self._coupling, value)
 
     def set_coupling(self, coupling: Coupling, exact: bool) -> None:
-        """Sets both at once, refusing (before changing anything) a pair that exact arithmetic cannot run."""
+        """Sets both at once, refusing (before changing anything) a pair that exact arithmetic cannot call."""
         if not isinstance(coupling, Coupling):
             raise TypeError(f"coupling must be a revzoo.Coupling, got {type(coupling).__name__}")
         if not isinstance(exact, bool):
@@ -173,11 +174,7 @@ class ReversibleSequence(nn.Module):
     def forward(self, data: Any, **kwargs: Any) -> Any:
         self.routes.check(kwargs)
         stream, context = self._split(data)
-        trace = None
-        if self.traces is not None:
-            trace = {"inputs": [], "reconstructed": {}}
-            self.traces.append(trace)
-        output = self._run(self._coupling_run(len(self.blocks), kwargs, context, trace), stream)
+        output = self._run(self._call(len(self.blocks), kwargs, context), stream)
         return output if self.layout is None else self.layout.join(data, output)
 
     def intermediates(self, data: Any, indices: Iterable[int], /, **kwargs: Any) -> list[Any]:
@@ -194,13 +191,13 @@ class ReversibleSequence(nn.Module):
         if not take or take[0] < 0 or take[-1] >= len(self.blocks):
             raise IndexError(f"block indices {list(indices)} out of range for a stack of {len(self.blocks)} blocks")
         stream, context = self._split(data)
-        run = self._coupling_run(take[-1] + 1, kwargs, context, None)
-        if self.form == "reversible" and self.execution == "invert" and torch.is_grad_enabled():
-            run.taps = frozenset(take)
-            invert_outside_graph(self.invert_plans, self.blocks[: take[-1] + 1], run, *self._start(run, stream))
-            outputs = [self._readout(run, *run.tapped[index]) for index in take]
+        call = self._call(take[-1] + 1, kwargs, context, taps=frozenset(take))
+        if self._inverts():
+            start = self._start(call, stream)
+            _, tapped = invert_outside_graph(self.invert_plans, self.blocks[: take[-1] + 1], call, *start)
+            outputs = [self._readout(call, *tapped[index]) for index in take]
         else:
-            outputs = self._loop(run, stream, set(take))[1]
+            outputs = self._loop(call, stream, set(take))[1]
         return outputs if self.layout is None else [self.layout.join(data, output) for output in outputs]
 
     def _split(self, data: Any) -> tuple[torch.Tensor, dict]:
@@ -210,52 +207,70 @@ class ReversibleSequence(nn.Module):
             raise TypeError(f"this stack takes one tensor (it has no StreamLayout), got {type(data).__name__}")
         return data, {}
 
-    def _coupling_run(self, depth: int, kwargs: dict, context: dict, trace: dict | None) -> CouplingRun:
-        """Returns one call's run of the first `depth` blocks."""
+    @contextlib.contextmanager
+    def recording_inversions(self) -> Iterator[list[CallTrace]]:
+        """Yields a list that gets, for each call under "invert" while the context lasts, what its blocks took
+        as inputs in forward and what its backward reconstructed (for `check_reversible` and benchmarks: it
+        keeps a copy of every block's input streams)."""
+        recorded, self._recorded = self._recorded, []
+        try:
+            yield self._recorded
+        finally:
+            self._recorded = recorded
+
+    def _inverts(self) -> bool:
+        return self.form == "reversible" and self.execution == "invert" and torch.is_grad_enabled()
+
+    def _call(self, depth: int, kwargs: dict, context: dict, taps: frozenset[int] = frozenset()) -> StackCall:
+        """Returns what one call of the first `depth` blocks is."""
         whole = self.form == "reversible" and self.has_adapters
         blocks = [(WholeBlock(b.f, b.g), b.adapter) if whole else (b.f, b.g) for b in self.blocks[:depth]]
         arith = arithmetic_for(self._coupling, self._exact and self.form == "reversible")
-        return CouplingRun(blocks, self.routes, kwargs, context, arith, self._coupling.swap, whole, trace)
+        trace = None
+        if self._recorded is not None and self._inverts():
+            trace = CallTrace()
+            self._recorded.append(trace)
+        return StackCall(blocks, self.routes, kwargs, context, arith, self._coupling.swap, whole, taps=taps, trace=trace)
 
-    def _run(self, run: CouplingRun, stream: torch.Tensor) -> torch.Tensor:
-        if self.form == "reversible" and self.execution == "invert" and torch.is_grad_enabled():
-            y1, y2 = invert_outside_graph(self.invert_plans, self.blocks, run, *self._start(run, stream))
-            return self._readout(run, y1, y2)
-        return self._loop(run, stream)[0]
+    def _run(self, call: StackCall, stream: torch.Tensor) -> torch.Tensor:
+        if self._inverts():
+            (y1, y2), _ = invert_outside_graph(self.invert_plans, self.blocks, call, *self._start(call, stream))
+            return self._readout(call, y1, y2)
+        return self._loop(call, stream)[0]
 
-    def _start(self, run: CouplingRun, stream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y2 = run.arith.enter(stream)
+    def _start(self, call: StackCall, stream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y2 = call.arith.enter(stream)
         return torch.zeros_like(y2) if self._coupling.start == "zero" else y2, y2
 
-    def _readout(self, run: CouplingRun, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+    def _readout(self, call: StackCall, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
         if self._coupling.output == "f":
-            return run.arith.leave(y2 if run.swap else y1)
-        return run.arith.leave((y1 + y2) / 2)
+            return call.arith.leave(y2 if call.swap else y1)
+        return call.arith.leave((y1 + y2) / 2)
 
-    def _loop(self, run: CouplingRun, stream: torch.Tensor, take: Collection[int] = ()) -> tuple[torch.Tensor, list]:
+    def _loop(self, call: StackCall, stream: torch.Tensor, take: Collection[int] = ()) -> tuple[torch.Tensor, list]:
         """Runs the blocks one after the other under autograd; returns the output and the outputs after `take`."""
         taken = []
         if self.form == "sequential":
-            for index, (f, g) in enumerate(run.blocks):
-                f_kwargs, g_kwargs = run.branch_kwargs(index)
+            for index, (f, g) in enumerate(call.blocks):
+                f_kwargs, g_kwargs = call.branch_kwargs(index)
                 stream = stream + checked_output(stream, f(stream, **f_kwargs), index, "f")
                 stream = stream + checked_output(stream, g(stream, **g_kwargs), index, "g")
                 if index in take:
                     taken.append(stream)
             return stream, taken
-        arith = run.arith
-        y1, y2 = self._start(run, stream)
-        for index, (f, g) in enumerate(run.blocks):
-            f_kwargs, g_kwargs = run.branch_kwargs(index)
+        arith = call.arith
+        y1, y2 = self._start(call, stream)
+        for index, (f, g) in enumerate(call.blocks):
+            f_kwargs, g_kwargs = call.branch_kwargs(index)
             y1 = arith.combine(index, 0, y1, checked_output(y1, f(arith.branch_input(y2), **f_kwargs), index, "f"))
             y2 = arith.combine(index, 1, y2, checked_output(y2, g(arith.branch_input(y1), **g_kwargs), index, "g"))
-            if run.swap:
+            if call.swap:
                 y1, y2 = y2, y1
             if index in take:
-                taken.append(self._readout(run, y1, y2))
+                taken.append(self._readout(call, y1, y2))
         if arith.exact:
-            check_range_outside_graph(run)
-        return self._readout(run, y1, y2), taken
+            check_range_outside_graph(call)
+        return self._readout(call, y1, y2), taken
 
 
 def named_stacks(model: nn.Module) -> dict[str, ReversibleSequence]:

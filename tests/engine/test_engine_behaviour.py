@@ -154,7 +154,7 @@ def test_non_tensor_kwargs_pass_through() -> None:
     stack = revzoo.ReversibleSequence([(Recorder(DIM), Recorder(DIM))], routes={"cache": "both"})
     cache = {"step": 3}
     stack(torch.randn(2, DIM, requires_grad=True), cache=cache).sum().backward()
-    assert all(item is cache for item in seen) and len(seen) == 6  # the first call probes f, g (see _plan)
+    assert all(item is cache for item in seen) and len(seen) == 6  # the first call probes f, g (see _probe)
     seen.clear()
     stack(torch.randn(2, DIM, requires_grad=True), cache=cache).sum().backward()
     assert all(item is cache for item in seen) and len(seen) == 4  # forward f, g; recompute g, f

@@ -9,7 +9,7 @@ from torch import nn
 
 import revzoo
 from helpers import assert_same_grads, grads_of, pairs, saved_bytes
-from revzoo.engine._arith import FRACTION_BITS, RANGE_BITS, pack_low_bits, unpack_low_bits
+from revzoo.engine._coupling import FRACTION_BITS, RANGE_BITS, pack_low_bits, unpack_low_bits
 
 DIM = 6
 

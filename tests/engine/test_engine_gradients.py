@@ -125,6 +125,25 @@ def test_check_reversible_reports_agreement() -> None:
     assert "grad diff" in str(report)
 
 
+def test_recording_inversions_keeps_each_calls_inputs_and_reconstructions_only_inside_the_context() -> None:
+    torch.manual_seed(6)
+    stack = revzoo.ReversibleSequence(pairs(3, DIM, dropout=0.0)).double()
+    x = torch.randn(2, DIM, dtype=torch.float64, requires_grad=True)
+    with stack.recording_inversions() as traces:
+        stack(x).sum().backward()
+        stack.execution = "autograd"  # nothing to reconstruct: not recorded
+        stack(x).sum().backward()
+        stack.execution = "invert"
+        with torch.no_grad():
+            stack(x)
+    assert len(traces) == 1 and len(traces[0].inputs) == 3 and sorted(traces[0].reconstructed) == [0, 1, 2]
+    torch.testing.assert_close(traces[0].inputs[0], (x.detach(), x.detach()), rtol=0, atol=0)
+    for index, rebuilt in traces[0].reconstructed.items():
+        torch.testing.assert_close(rebuilt, traces[0].inputs[index], rtol=1e-12, atol=1e-12)
+    stack(x).sum().backward()
+    assert len(traces) == 1  # after the context nothing more is kept
+
+
 def test_check_reversible_detects_a_non_invertible_branch() -> None:
     """A branch whose output changes between forward and recompute breaks inversion; the report shows it."""
 

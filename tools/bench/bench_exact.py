@@ -57,11 +57,10 @@ def grad_difference(depth: int, precision: str, exact: bool) -> tuple[float, boo
     model.execution = "autograd"
     reference = gradients(model, x, autocast)
     model.execution = "invert"
-    model.traces = []
-    candidate = gradients(model, x, autocast)
-    trace = model.traces[0]
-    model.traces = None
-    pairs = [(a, b) for index, rebuilt in trace["reconstructed"].items() for a, b in zip(trace["inputs"][index], rebuilt)]
+    with model.recording_inversions() as traces:
+        candidate = gradients(model, x, autocast)
+    trace = traces[0]
+    pairs = [(a, b) for index, rebuilt in trace.reconstructed.items() for a, b in zip(trace.inputs[index], rebuilt)]
     bitwise = all(torch.equal(a, b) for a, b in pairs)
     worst = max(((c.float() - r.float()).abs().max() / r.float().abs().max()).item() for r, c in zip(reference, candidate))
     return worst, bitwise
@@ -70,11 +69,9 @@ def grad_difference(depth: int, precision: str, exact: bool) -> tuple[float, boo
 def first_block_reconstruction(depth: int, scale: float, exact: bool) -> float:
     model = stack(depth, exact, scale)
     x = torch.randn(BATCH, TOKENS, DIM, generator=torch.Generator().manual_seed(1), requires_grad=True)
-    model.traces = []
-    model(x).pow(2).mean().backward()
-    trace = model.traces[0]
-    model.traces = None
-    original, rebuilt = trace["inputs"][0][1], trace["reconstructed"][0][1]
+    with model.recording_inversions() as traces:
+        model(x).pow(2).mean().backward()
+    original, rebuilt = traces[0].inputs[0][1], traces[0].reconstructed[0][1]
     return ((original - rebuilt).abs().max() / original.abs().max()).item()
 
 

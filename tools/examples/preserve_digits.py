@@ -156,11 +156,9 @@ def reconstruction(depth: int, scale: float, exact: bool) -> float:
     for block in model.blocks.blocks:  # trained adapters, not zero ones
         nn.init.normal_(block.adapter.up.weight, std=0.02)
     images = torch.randn(BATCH, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    stack = model.blocks
-    stack.traces = []
-    F.cross_entropy(model(images), torch.zeros(BATCH, dtype=torch.long)).backward()
-    trace, stack.traces = stack.traces[0], None
-    original, rebuilt = trace["inputs"][0][1], trace["reconstructed"][0][1]
+    with model.blocks.recording_inversions() as traces:
+        F.cross_entropy(model(images), torch.zeros(BATCH, dtype=torch.long)).backward()
+    original, rebuilt = traces[0].inputs[0][1], traces[0].reconstructed[0][1]
     return ((original - rebuilt).abs().max() / original.abs().max()).item()
 
 
