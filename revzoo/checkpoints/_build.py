@@ -113,6 +113,15 @@ def read_with(fmt: CheckpointFormat, obj: Any, origin: str, options: Mapping[str
     return imported
 
 
+def _few(options: list[str], shown: int = 3) -> str:
+    """`option(s) a, b` or, for more than `shown`, `N option(s) a, b, c, ... (k more)`: one readable line (each
+    name cut at 60 characters)."""
+    names = ", ".join(name if len(name) <= 60 else name[:57] + "..." for name in options[:shown])
+    if len(options) <= shown:
+        return f"option(s) {names}"
+    return f"{len(options)} option(s) {names}, ... ({len(options) - shown} more)"
+
+
 def _create(origin: str, architecture: Any, form: Any, config: Any, coupling: Any) -> nn.Module:
     """`create` for a config read from a file, then the file's couplings and adapters (see coupling_record).
 
@@ -124,7 +133,7 @@ def _create(origin: str, architecture: Any, form: Any, config: Any, coupling: An
     unknown = sorted(set(config) - set(spec.defaults))
     if unknown and not spec.open_config:
         raise CheckpointError(
-            f"{origin}: its config has option(s) {', '.join(unknown)} that {spec.name!r} does not take "
+            f"{origin}: its config has {_few(unknown)} that {spec.name!r} does not take "
             f"(valid: {', '.join(sorted(spec.defaults))}); was it written for another architecture?"
         )
     try:

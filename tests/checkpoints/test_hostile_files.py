@@ -142,6 +142,13 @@ def test_an_extra_config_key_is_one_line(sources, out, tmp_path, capsys) -> None
     assert "its config has option(s) colour that 'dalle' does not take" in err
 
 
+def test_many_unknown_config_keys_make_a_short_line(sources, out, tmp_path, capsys) -> None:
+    extra = with_config(sources["dalle"], tmp_path / "extra.safetensors", **{f"k{i:06d}": 1 for i in range(100_000)})
+    err = refused(capsys, "convert", extra, out, "--to", "sequential")
+    assert "its config has 100000 option(s) k000000, k000001, k000002, ... (99997 more) that 'dalle'" in err
+    assert len(err) < 1000  # was 789,455 characters
+
+
 def test_bad_config_values_are_one_line(sources, out, tmp_path, capsys) -> None:
     for value, shown in ((-3, "got -3"), ("x", "got 'x'"), (2**70, "Overflow")):
         bad = with_config(sources["dalle"], tmp_path / "bad.safetensors", num_image_tokens=value)
