@@ -5,8 +5,8 @@ its target (NAME shortened, with a digest, when the target's name is too long to
 then put in place. A new file follows the umask (as `open` would make it); a
 replaced file keeps its mode. Without `overwrite` the temporary is hard-linked to the
 target, which fails if the target appeared meanwhile, so two writers racing for the same
-new path cannot both succeed. SIGTERM during a write removes the temporaries, as Ctrl-C
-does; a temporary left by a killed process (SIGKILL) is removed by the next write of the
+new path cannot both succeed. SIGTERM or SIGHUP during a write removes the temporaries, as
+Ctrl-C does; a temporary left by a killed process (SIGKILL) is removed by the next write of the
 same target once its process is gone.
 """
 
@@ -129,20 +129,27 @@ def _raise_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+_CLEANED_UP_ON = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 @contextmanager
 def _terminate_cleanly() -> Iterator[None]:
-    """Turns SIGTERM into SystemExit while writing, so `finally` removes the temporaries (as for Ctrl-C).
+    """Turns SIGTERM and SIGHUP (a closed terminal or ssh session) into SystemExit(128 + signal) while writing, so
+    `finally` removes the temporaries (as for Ctrl-C).
 
-    Only where SIGTERM has its default action, and only in the main thread (where Python runs handlers).
+    Only for a signal that has its default action, and only in the main thread (where Python runs handlers).
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.signal(signal.SIGTERM, _raise_exit)
+    caught = [signum for signum in _CLEANED_UP_ON if signal.getsignal(signum) == signal.SIG_DFL]
+    for signum in caught:
+        signal.signal(signum, _raise_exit)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum in caught:
+            signal.signal(signum, signal.SIG_DFL)
 
 
 def _os_error(path: Path, err: OSError) -> CheckpointError:

@@ -92,17 +92,19 @@ def slow_copy(monkeypatch, action) -> None:
     monkeypatch.setattr(revzoo.checkpoints._stream, "_copy_range", copy)
 
 
-def test_sigterm_mid_convert_leaves_nothing(tmp_path, saved, monkeypatch) -> None:
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    slow_copy(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGTERM))
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_mid_convert_leaves_nothing(tmp_path, saved, monkeypatch, signum) -> None:
+    assert signal.getsignal(signum) == signal.SIG_DFL
+    slow_copy(monkeypatch, lambda: os.kill(os.getpid(), signum))
     with pytest.raises(SystemExit) as exit_info:
         revzoo.convert(saved, tmp_path / "c.safetensors.index.json", "sequential", max_shard_size=200)
-    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert exit_info.value.code == 128 + signum
     assert leftovers(tmp_path, saved.name) == []
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler lives only while writing
+    assert signal.getsignal(signum) == signal.SIG_DFL  # the handler lives only while writing
 
 
-def test_sigterm_mid_convert_in_a_process_exits_143_and_cleans_up(tmp_path, saved) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_mid_convert_in_a_process_exits_128_plus_it_and_cleans_up(tmp_path, saved, signum) -> None:
     script = f"""
 import os, signal, sys
 sys.path.insert(0, {str(ROOT / 'tests')!r})
@@ -112,14 +114,14 @@ from revzoo.cli import main
 revzoo.register_plugin(plugin_of(tiny_spec()), name="writes-test")
 real = stream._copy_range
 def copy(*args):
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), {int(signum)})
     return real(*args)
 stream._copy_range = copy
 sys.exit(main(["convert", {str(saved)!r}, {str(tmp_path / "c.safetensors")!r}, "--to", "sequential"]))
 """
     env = {**os.environ, "REVZOO_LOAD_PLUGINS": ""}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert result.returncode == 128 + signum, result.stderr
     assert "Traceback" not in result.stderr
     assert leftovers(tmp_path, saved.name) == []
 
