@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 __all__ = [
-    "ATTENTION_PARTS", "MASK_ROUTES", "MLP_PARTS", "SUPPORTED_TIMM",
+    "ATTENTION_PARTS", "MASK_ROUTES", "MLP_PARTS", "PAIRED_ROUTES", "SUPPORTED_TIMM",
     "AttentionBranch", "MlpBranch", "accepts_attention_mask",
 ]
 
 ATTENTION_PARTS = ("norm1", "attn", "ls1", "drop_path1")
 MLP_PARTS = ("norm2", "mlp", "ls2", "drop_path2")
 MASK_ROUTES = {"attn_mask": "f", "is_causal": "f"}  # the mask reaches the attention branch only
+PAIRED_ROUTES = {"paired": "both"}  # the paper's RevViT: the per-call branch arithmetic (see revvit.py), to f and g
 # What splits into (f, g) pairs, said in every refusal and in the README.
 SUPPORTED_TIMM = (
     "revzoo wraps exactly one timm class, timm.models.vision_transformer.VisionTransformer with pre-norm `Block`s "

@@ -16,8 +16,12 @@ if TYPE_CHECKING:
     from timm.models.vision_transformer import VisionTransformer
 
     from .model import RevViT
+    from .revvit import PaperRevViT
 
-__all__ = ["VARIANTS", "build_timm_vit", "create_timm_vit", "variant_defaults"]
+__all__ = [
+    "REVVIT_VARIANTS", "VARIANTS", "build_revvit", "build_timm_vit", "create_timm_vit", "revvit_defaults",
+    "variant_defaults",
+]
 
 # timm modules whose entry points build plain VisionTransformers (hybrids swap only the patch embedding; DeiT's
 # distilled models are a subclass, refused after building).
@@ -144,3 +148,37 @@ def build_timm_vit(*, form: str, model_name: str | None = None, **timm_kwargs: A
     from .model import RevViT
 
     return RevViT(create_timm_vit(model_name, timm_kwargs), form=form)
+
+
+# The paper's RevViT (Mangalam et al., CVPR 2022): name -> (embed_dim, num_heads, description); patch 16 at 224
+# pixels, depth 12, MLP ratio 4. The widths are the streams'; the head sees twice it.
+REVVIT_VARIANTS = {
+    "revvit-tiny": (192, 3, "RevViT-Ti (the paper's RevViT at DeiT-Ti's width; no published weights)"),
+    "revvit-small": (384, 6, "RevViT-S (22M params, Mangalam et al. CVPR 2022): streams concatenated, mean-pooled"),
+    "revvit-base": (768, 12, "RevViT-B (87M params, Mangalam et al. CVPR 2022): streams concatenated, mean-pooled"),
+}
+
+
+def revvit_defaults(embed_dim: int, num_heads: int) -> dict[str, Any]:
+    return {
+        "img_size": 224,
+        "patch_size": 16,
+        "in_chans": 3,
+        "num_classes": 1000,
+        "embed_dim": embed_dim,
+        "depth": 12,
+        "num_heads": num_heads,
+        "mlp_ratio": 4.0,
+        "qkv_bias": True,
+        "drop_rate": 0.0,
+        "attn_drop_rate": 0.0,
+        "proj_drop_rate": 0.0,
+        "drop_path_rate": 0.0,
+    }
+
+
+def build_revvit(*, form: str, **config: Any) -> PaperRevViT:
+    """Returns the paper's RevViT (`revzoo_vit.PaperRevViT`) of `config` in `form`."""
+    from .revvit import build_paper_revvit
+
+    return build_paper_revvit(form=form, **config)
