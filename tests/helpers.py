@@ -4,10 +4,13 @@ modules, fake plugins and entry points, and comparisons."""
 from __future__ import annotations
 
 import importlib.metadata
+import weakref
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import revzoo
 import revzoo.checkpoints._stream
@@ -58,6 +61,39 @@ def saved_bytes(forward) -> int:
         out = forward()
     out.sum().backward()
     return total
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Counts the bytes of CPU tensor storages alive, from their creation by an op to their release."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self.tracked: set[int] = set()
+
+    def _release(self, key: int, size: int) -> None:
+        self.live -= size
+        self.tracked.discard(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu":
+                storage = tensor.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self.tracked:
+                    self.tracked.add(key)
+                    self.live += storage.nbytes()
+                    weakref.finalize(storage, self._release, key, storage.nbytes())
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def live_peak_bytes(step) -> int:
+    """The most bytes of tensors made during `step()` alive at once (exact, unlike the resident size)."""
+    with _LiveBytes() as counter:
+        step()
+    return counter.peak
 
 
 def assert_same_grads(reference, candidate, names, atol: float = 1e-10) -> None:

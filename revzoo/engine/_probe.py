@@ -139,7 +139,7 @@ def _probe_branch(
             "arguments (for example stored on a module by the parent's forward)",
             "Pass that tensor as a keyword argument routed to the branch (routes={name: 'f' | 'g' | 'both'}).",
         )
-    return BranchPlan(tuple(hidden), tuple(changed)), output
+    return BranchPlan(tuple(hidden), tuple(changed)), output.detach()  # its graph freed: one branch's at a time
 
 
 def _probe(

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import revzoo
-from helpers import Branch, pairs, saved_bytes
+from helpers import Branch, live_peak_bytes, pairs, saved_bytes
 
 DIM = 8
 
@@ -21,6 +21,26 @@ def test_memory_kept_for_backward_does_not_grow_with_depth(execution: str, grows
         assert deep > 6 * shallow  # the same measurement does see growth when activations are stored
     else:
         assert deep == shallow
+
+
+def test_the_first_step_under_invert_peaks_within_one_block_of_later_steps() -> None:
+    """The first call probes every block with grad on: it must free each branch's graph as it goes, or a model
+    sized for invert's memory runs out on step one."""
+    torch.manual_seed(0)
+    x = torch.randn(16, 64, DIM * 8)
+
+    def mlp() -> nn.Module:
+        return nn.Sequential(nn.Linear(DIM * 8, DIM * 32), nn.GELU(), nn.Linear(DIM * 32, DIM * 8))
+
+    one_block = live_peak_bytes(lambda: revzoo.ReversibleSequence([(mlp(), mlp())], execution="autograd")(x).sum()
+                                .backward())
+    stack = revzoo.ReversibleSequence([(mlp(), mlp()) for _ in range(8)])
+    for p in stack.parameters():  # gradients allocated once, before: only activations differ between the steps
+        p.grad = torch.zeros_like(p)
+    first, later = (live_peak_bytes(lambda: stack(x).sum().backward()) for _ in range(2))
+    assert first <= later + one_block / 8, (first, later, one_block)  # was one branch graph more than later
+    stack.execution = "autograd"
+    assert first < live_peak_bytes(lambda: stack(x).sum().backward()) / 3
 
 
 def test_sequential_form_is_the_classic_residual_stack() -> None:
