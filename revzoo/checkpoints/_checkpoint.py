@@ -20,7 +20,7 @@ from ._build import build_for, read_with
 from ._device import check_device
 from ._directory import pretrained_files
 from ._foreign import read_foreign, tensor_items
-from ._io import SAFETENSORS_SUFFIX, check_output, progress_bar, require_file, save_safetensors
+from ._io import SAFETENSORS_SUFFIX, check_output, progress_bar, require_file, save_safetensors, save_torch
 from ._provenance import file_architecture, migrate, provenance_metadata
 from ._shards import is_index, open_tensors, stored_tensors, write_checkpoint
 from ._state import TensorSource, chosen_dtype, fit_tensors, tied_groups
@@ -353,17 +353,7 @@ def export_checkpoint(format_name: str, src: str | os.PathLike, dst: str | os.Pa
     if to_safetensors:
         tensors = _unshared(tensor_items(exported))
         return atomic_write(dst, lambda tmp: save_safetensors(tensors, tmp, None), overwrite)
-    return atomic_write(dst, lambda tmp: _torch_save(exported, tmp), overwrite)
-
-
-def _torch_save(obj: Any, tmp: Path) -> None:
-    """torch.save, its write failures (a full disk: "file write failed") raised as OSError."""
-    try:
-        torch.save(obj, tmp)
-    except RuntimeError as err:
-        if "write" not in str(err).lower():
-            raise
-        raise OSError(str(err).splitlines()[0]) from err
+    return atomic_write(dst, lambda tmp: save_torch(exported, tmp), overwrite)
 
 
 def probe_forms(path: str | os.PathLike, seed: int = 0) -> float:

@@ -24,6 +24,7 @@ __all__ = [
     "progress_bar",
     "require_file",
     "save_safetensors",
+    "save_torch",
 ]
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -105,3 +106,42 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], tmp: Path, metadata: M
             save_file(dict(tensors), name, None if metadata is None else dict(metadata))
     except SafetensorError as err:
         raise OSError(str(err)) from err
+
+
+class _WriteRecorder:
+    """A binary file for torch.save that keeps the first write error: torch reports a short write only as
+    'unexpected pos N vs M', the OSError behind it (ENOSPC, EFBIG) lost."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def save_torch(obj: Any, tmp: Path) -> None:
+    """torch.save (a weights-only .pt), its write failures (a full disk) raised as the OSError behind them for the
+    atomic writer to report."""
+    recorder = _WriteRecorder(open(tmp, "wb"))  # noqa: SIM115 (closed below, where a failed flush is reported too)
+    try:
+        try:
+            torch.save(obj, recorder)
+        finally:
+            recorder.file.close()
+    except OSError as err:
+        if recorder.error is None or recorder.error is err:
+            raise
+        raise OSError(recorder.error.errno, recorder.error.strerror) from err
+    except RuntimeError as err:
+        if recorder.error is not None:
+            raise OSError(recorder.error.errno, recorder.error.strerror) from err
+        if "write" in str(err).lower() or "unexpected pos" in str(err):
+            raise OSError(str(err).splitlines()[0]) from err
+        raise

@@ -33,7 +33,8 @@ _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.revzoo-(?P<pid>\d+)-[0-9a-f]{8}\.tmp$
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
 _HINTS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
           errno.EACCES: "no permission to write there", errno.EPERM: "no permission to write there",
-          errno.EROFS: "the file system is read-only", errno.EISDIR: "it is a directory"}
+          errno.EROFS: "the file system is read-only", errno.EISDIR: "it is a directory",
+          errno.EFBIG: "beyond the largest file this process may write: ulimit -f, or the file system's limit"}
 
 
 def _process_alive(pid: int) -> bool:

@@ -202,6 +202,29 @@ def test_full_disk_while_saving_or_exporting(tmp_path, saved, monkeypatch) -> No
     assert leftovers(tmp_path, saved.name) == []
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+@pytest.mark.parametrize("limit", [1000, 20_000])
+def test_export_of_a_pt_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, limit) -> None:
+    """A write cut short (here by RLIMIT_FSIZE, as a full disk cuts it) was torch's 'unexpected pos' traceback."""
+    script = f"""
+import resource, signal, sys
+sys.path.insert(0, {str(ROOT / 'tests')!r})
+import revzoo, torch
+from hostile import DALLE
+from revzoo.cli import main
+torch.manual_seed(0)
+src = revzoo.save(revzoo.create("dalle-rev", **DALLE), {str(tmp_path / "d.safetensors")!r})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as one on a full disk does
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+sys.exit(main(["export", "dalle-pytorch", str(src), {str(tmp_path / "out.pt")!r}]))
+"""
+    env = {**os.environ, "REVZOO_LOAD_PLUGINS": "dalle"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{tmp_path / 'out.pt'}: cannot write it: File too large" in result.stderr
+    assert leftovers(tmp_path, "d.safetensors") == []
+
+
 def test_output_that_is_a_directory(tmp_path, saved, capsys) -> None:
     (tmp_path / "d.safetensors").mkdir()
     for extra in ([], ["--overwrite"]):
