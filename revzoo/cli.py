@@ -310,7 +310,7 @@ def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
 
     loaded = registry.loaded_registry()
     for name, command in sorted(loaded.commands.items()):
-        plugin = loaded.owners.get(f"command:{name}")
+        plugin = loaded.owners.get(("command", name))
         if name in commands.choices:
             warnings.warn(f"plugin {plugin!r} registers command {name!r}, which is one of revzoo's own; the plugin's "
                           "is left out", PluginWarning, stacklevel=2)

@@ -69,7 +69,7 @@ def card_section(name: str) -> CardSection | None:
     writes them); a card without one is returned whole, with no anchor.
     """
     spec = resolve(name)[0]
-    path = card_file(spec.card, loaded_registry().owners.get(f"arch:{spec.name}"))
+    path = card_file(spec.card, loaded_registry().owners.get(("arch", spec.name)))
     if path is None:
         return None
     body = split_front_matter(path.read_text(encoding="utf-8"))[1]

@@ -56,7 +56,7 @@ class Registry:
     formats: dict[str, CheckpointFormat] = field(default_factory=dict)
     adapters: dict[str, Adapter] = field(default_factory=dict)
     commands: dict[str, Command] = field(default_factory=dict)
-    owners: dict[str, str] = field(default_factory=dict)  # "arch:NAME" / "format:NAME" / ... / "command:NAME" -> plugin
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)  # ("arch", NAME), ("format", NAME), ... -> plugin
     failures: dict[str, str] = field(default_factory=dict)  # plugin name -> one-line error
     unavailable: dict[str, str] = field(default_factory=dict)  # plugin -> the optional dependency to install
     skipped: dict[str, str] = field(default_factory=dict)  # plugin -> the environment variable that left it out
@@ -299,8 +299,8 @@ def _wrapper_at_fault(err: BaseException, plugin: Any) -> str | None:
     return culprit.plugin_name if culprit is not None and culprit.plugin is not plugin else None
 
 
-def _claims(kind: str, item: Any) -> list[str]:
-    return [f"{kind}:{name}" for name in (item.name, *getattr(item, "aliases", ()))]
+def _claims(kind: str, item: Any) -> list[tuple[str, str]]:
+    return [(kind, name) for name in (item.name, *getattr(item, "aliases", ()))]
 
 
 def _merge(registry: Registry, plugin_name: str, items: list[tuple[str, Any]], strict: bool) -> None:
@@ -308,19 +308,19 @@ def _merge(registry: Registry, plugin_name: str, items: list[tuple[str, Any]], s
     tables = {"arch": registry.architectures, "format": registry.formats, "adapter": registry.adapters,
               "command": registry.commands}
     if strict:
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         for kind, item in items:
             for key in _claims(kind, item):
                 owner = registry.owners.get(key) or (plugin_name if key in seen else None)
                 if owner is not None:
-                    raise PluginError(f"{_WHAT[kind]} name {key.split(':', 1)[1]!r} is registered by both "
+                    raise PluginError(f"{_WHAT[kind]} name {key[1]!r} is registered by both "
                                       f"plugin {owner!r} and plugin {plugin_name!r}")
                 seen.add(key)
     for kind, item in items:
         keys = _claims(kind, item)
         taken = [key for key in keys if key in registry.owners]
         if taken:
-            name, owner = taken[0].split(":", 1)[1], registry.owners[taken[0]]
+            name, owner = taken[0][1], registry.owners[taken[0]]
             registry.shadowed.setdefault(plugin_name, []).append(name)
             who = "itself" if owner == plugin_name else f"plugin {owner!r}"
             _warn(f"plugin {plugin_name!r} registers {_WHAT[kind]} {name!r}, which {who} already provides; "
@@ -328,7 +328,7 @@ def _merge(registry: Registry, plugin_name: str, items: list[tuple[str, Any]], s
             continue
         for key in keys:
             registry.owners[key] = plugin_name
-            tables[kind][key.split(":", 1)[1]] = item
+            tables[kind][key[1]] = item
 
 
 def _ordered_plugins() -> Iterator[tuple[str, Any]]:

@@ -126,7 +126,7 @@ def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
             f"{spec.name!r} got unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(spec.defaults))}"
         )
     config = {**spec.defaults, **overrides}
-    owner = loaded_registry().owners.get(f"arch:{spec.name}", "?")
+    owner = loaded_registry().owners.get(("arch", spec.name), "?")
     _check_builder_call(spec, owner, form, config)
     try:
         model = spec.builder(form=form, **config)
@@ -177,7 +177,7 @@ def provenance(name: str) -> dict[str, Any]:
     """Returns where an architecture comes from: its plugin, the distribution providing it and that
     distribution's version (None when registered at run time), and its file schema version."""
     spec = resolve(name)[0]
-    plugin = loaded_registry().owners.get(f"arch:{spec.name}")
+    plugin = loaded_registry().owners.get(("arch", spec.name))
     return {"plugin": plugin, "distribution": plugin_distribution(plugin or ""),
             "plugin_version": plugin_version(plugin or ""), "schema": spec.schema}
 
@@ -194,7 +194,7 @@ def plugins_info() -> list[dict[str, Any]]:
         if plugin is None:
             continue
         hooks = sorted(caller.name for caller in plugin_manager.get_hookcallers(plugin) or [])
-        owned = [key.split(":", 1) for key, owner in reg.owners.items() if owner == name]
+        owned = [key for key, owner in reg.owners.items() if owner == name]
         records.append(
             {
                 "name": name,
