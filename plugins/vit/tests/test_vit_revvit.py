@@ -61,11 +61,19 @@ def test_imported_weights_give_the_reference_implementations_logits(vit_plugin, 
         assert (revzoo.set_form(model, "sequential")(expected["images"]) - expected["logits"]).abs().max() > 1e-2
 
 
-def test_import_from_the_command_line(vit_plugin, tmp_path, capsys):
-    out = tmp_path / "rev.safetensors"
-    assert main(["import", "slowfast-revvit", str(FIXTURES / "slowfast_revvit.pth"), str(out)]) in (0, None)
+def test_import_from_the_command_line_with_slowfasts_optimizer_state_beside(vit_plugin, tmp_path, capsys):
+    src, out = tmp_path / "REV_VIT_S.pth", tmp_path / "rev.safetensors"
+    saved = foreign("slowfast-revvit")  # as SlowFast's save_checkpoint writes it: the optimizer state too
+    saved["optimizer_state"] = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(32)}},
+                                "param_groups": [{"lr": 5e-4, "params": [0]}]}
+    torch.save(saved, src)
+    assert main(["import", "slowfast-revvit", str(src), str(out)]) in (0, None)
     assert f"wrote {out}" in capsys.readouterr().out
     assert revzoo.read_metadata(out)["architecture"] == "revvit-small"
+    expected = reference("slowfast-revvit")
+    with torch.no_grad():
+        logits = revzoo.load(out).eval()(expected["images"])
+    torch.testing.assert_close(logits, expected["logits"], atol=TOLERANCE, rtol=0)
 
 
 @pytest.mark.parametrize("fmt", sorted(REFERENCES))
