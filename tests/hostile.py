@@ -93,6 +93,33 @@ def zip_bomb(path: Path, inflated: int) -> Path:
     return path
 
 
+def shared_references(depth: int = 30, width: int = 10) -> list:
+    """A list of `width` references to one list of `width` references to ..., `depth` deep: a few hundred bytes
+    pickled (each level stored once), width**depth items to anything that walks it ("billion laughs")."""
+    laugh: list = [0] * width
+    for _ in range(depth):
+        laugh = [laugh] * width
+    return laugh
+
+
+_NESTED = "revzoo-deeply-nested"
+
+
+def nested_pt(obj: Any, path: Path, depth: int) -> Path:
+    """torch.save(obj, path) with the string "revzoo-deeply-nested" in it replaced by a list in a list in ...
+    `depth` deep: pickle opcodes, which torch.load reads without recursion (torch.save cannot write one)."""
+    torch.save(obj, path)
+    with zipfile.ZipFile(path) as archive:
+        entries = {entry.filename: archive.read(entry.filename) for entry in archive.infolist()}
+    name = next(name for name in entries if name.endswith("data.pkl"))
+    pickled = b"X" + struct.pack("<I", len(_NESTED)) + _NESTED.encode()  # BINUNICODE
+    entries[name] = entries[name].replace(pickled, b"]" * depth + b"a" * (depth - 1))  # EMPTY_LIST..., APPEND...
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for entry, data in entries.items():
+            archive.writestr(entry, data)
+    return path
+
+
 def make_sources(directory: Path) -> dict[str, Path]:
     """Writes the valid small files the hostile ones are made from: a dalle-rev revzoo file, a DALLE-pytorch
     checkpoint, a lie-transformer-pytorch state dict and a timm ViT state dict. Needs the built-in plugins."""
@@ -123,6 +150,16 @@ def issue_cases(directory: Path, sources: dict[str, Path], bomb_bytes: int = 512
     torch.save({**upstream, "hparams": {**upstream["hparams"], "depth": 10**9}}, deep)
     layers = directory / "vae-layers.pt"
     torch.save({**upstream, "vae_params": {**upstream["vae_params"], "num_layers": 10**12}}, layers)
+    resume = torch.load(Path(__file__).parent / "fixtures" / "dalle" / "resume.pt", weights_only=True)
+    groups = resume["opt_state"]["param_groups"]
+    laughs = {part: directory / f"laughs-{part}.pt" for part in ("scheduler_state", "opt_state")}
+    torch.save({**resume, "scheduler_state": {"laughs": shared_references()}}, laughs["scheduler_state"])
+    torch.save({**resume, "opt_state": {**resume["opt_state"], "param_groups": [
+        {**groups[0], "betas": shared_references()}, *groups[1:]]}}, laughs["opt_state"])
+    nested = nested_pt({**resume, "scheduler_state": {"x": _NESTED}}, directory / "nested.pt", 100_000)
+    lie = torch.load(sources["lie"], weights_only=True)
+    laughs["lie"] = directory / "laughs-lie.pt"
+    torch.save({"state_dict": lie, "hparams": {"heads": shared_references()}}, laughs["lie"])
     blocks = directory / "blocks.safetensors"
     save_file({"blocks.99999.norm1.weight": torch.ones(1)}, str(blocks))
     return [
@@ -137,6 +174,12 @@ def issue_cases(directory: Path, sources: dict[str, Path], bomb_bytes: int = 512
         Case("import timm: blocks.99999", ["import", "timm", str(blocks), out, "--model", "vit_tiny_patch16_224"]),
         Case("import dalle-pytorch: depth=10**9", ["import", "dalle-pytorch", str(deep), out]),
         Case("import dalle-pytorch: num_layers=10**12", ["import", "dalle-pytorch", str(layers), out]),
+        Case("import dalle-pytorch: shared-reference scheduler_state",
+             ["import", "dalle-pytorch", str(laughs["scheduler_state"]), out]),
+        Case("import dalle-pytorch: shared-reference opt_state", ["import", "dalle-pytorch", str(laughs["opt_state"]), out]),
+        Case("import lie-transformer-pytorch: shared-reference hparams",
+             ["import", "lie-transformer-pytorch", str(laughs["lie"]), out]),
+        Case("import dalle-pytorch: scheduler_state nested 100000 deep", ["import", "dalle-pytorch", str(nested), out]),
         Case(f"import: .pt zip deflating {bomb_bytes >> 20} MiB",
              ["import", "dalle-pytorch", str(zip_bomb(directory / "bomb.pt", bomb_bytes)), out]),
     ]
@@ -188,7 +231,8 @@ def _mutate_metadata(rng: random.Random, meta: dict[str, str]) -> str:
 
 
 def fuzz_cases(directory: Path, sources: dict[str, Path], count: int, seed: int) -> list[Case]:
-    """`count` mutations of valid headers and metadata (seeded), each read by convert --probe (a full load)."""
+    """`count` mutations of valid headers and metadata (seeded), each read by convert --probe (a full load), and of a
+    DALLE-pytorch .pt's hparams (odd values, shared references, deep nesting), each imported."""
     rng = random.Random(seed)
     header, body = raw_header(sources["dalle"])
     upstream = torch.load(sources["dalle-pytorch"], weights_only=True)
@@ -209,9 +253,15 @@ def fuzz_cases(directory: Path, sources: dict[str, Path], count: int, seed: int)
             path = path.with_suffix(".pt")
             part = rng.choice(["hparams", "vae_params"])
             key = rng.choice(sorted(upstream[part]))
-            value = rng.choice(_ODD_VALUES)
-            torch.save({**upstream, part: {**upstream[part], key: value}}, path)
-            label = f"dalle-pytorch {part}.{key}={value!r:.40}"
+            value = rng.choice([*_ODD_VALUES, "shared references", "deeply nested"])
+            if value == "deeply nested":
+                nested_pt({**upstream, part: {**upstream[part], key: _NESTED}}, path, rng.choice([200, 100_000]))
+                label = f"dalle-pytorch {part}.{key}=(lists nested deep)"
+            else:
+                shared = value == "shared references"
+                value = shared_references(rng.choice([3, 30])) if shared else value  # 3: a harmless 10**3
+                torch.save({**upstream, part: {**upstream[part], key: value}}, path)
+                label = f"dalle-pytorch {part}.{key}=" + ("(shared references)" if shared else f"{value!r:.40}")
             cases.append(Case(f"fuzz {index}: {label}", ["import", "dalle-pytorch", str(path), out]))
             continue
         cases.append(Case(f"fuzz {index}: {label}", ["convert", str(path), out, "--to", "sequential", "--probe"]))

@@ -19,6 +19,8 @@ __all__ = ["TORCH_SUFFIXES", "read_foreign", "tensor_items"]
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 MAX_INFLATION = 2  # how many times its own size a .pt zip may declare uncompressed
+EXPANSION_MARGIN = 1 << 16  # objects a .pt's containers may reach beyond one per byte of the file
+MAX_NESTING = 100  # containers in containers (a checkpoint nests a few deep; repr and json recurse)
 
 
 def read_foreign(path: str | os.PathLike) -> Any:
@@ -36,7 +38,7 @@ def read_foreign(path: str | os.PathLike) -> Any:
     if suffix in TORCH_SUFFIXES:
         _check_declared_sizes(path)
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            content = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             raise CheckpointError(
                 f"{path}: refused: it holds pickled objects other than tensors and plain containers, "
@@ -44,6 +46,8 @@ def read_foreign(path: str | os.PathLike) -> Any:
             ) from err
         except (RuntimeError, EOFError, OSError, ValueError) as err:
             raise CheckpointError(f"{path}: not a readable PyTorch file ({str(err).splitlines()[0]})") from err
+        _check_expansion(path, content)
+        return content
     raise CheckpointError(
         f"{path}: refused: unknown file type {suffix or '(none)'!r}; revzoo reads {SAFETENSORS_SUFFIX} and, "
         f"without unpickling code, {', '.join(TORCH_SUFFIXES)}"
@@ -70,6 +74,34 @@ def _check_declared_sizes(path: Path) -> None:
             f"{path}: refused: its zip entries declare {declared:,} bytes in a file of {size:,} bytes; torch.save "
             "never compresses, so this is not a plain checkpoint (a zip bomb?)"
         )
+
+
+def _check_expansion(path: Path, content: Any) -> None:
+    """Refuses content that holds more objects, counted each time a container reaches them, than the file's bytes
+    could store one by one, or that nests deeper than MAX_NESTING.
+
+    Pickle stores an object reached twice once, and a reference to it in two bytes, so a list of ten references
+    to a list of ten references to ... ("billion laughs") is a few hundred bytes for 10**30 items: whatever walks
+    it (a repr, json.dumps of a scheduler state) never ends. A real checkpoint's containers reach each object
+    about once, so a budget of the file's size (plus a margin) bounds every later walk by the bytes stored.
+    """
+    budget = path.stat().st_size + EXPANSION_MARGIN
+    reached, pending = 0, [(content, 0)]
+    while pending:
+        obj, depth = pending.pop()
+        reached += 1
+        if reached > budget:
+            raise CheckpointError(
+                f"{path}: refused: its containers reach more than {budget:,} objects in a file of "
+                f"{path.stat().st_size:,} bytes, through shared references (a 'billion laughs' file?); a checkpoint's "
+                "containers reach each object about once"
+            )
+        if depth > MAX_NESTING:
+            raise CheckpointError(f"{path}: refused: its containers nest more than {MAX_NESTING} deep")
+        if isinstance(obj, Mapping):
+            pending.extend((item, depth + 1) for pair in obj.items() for item in pair)
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            pending.extend((item, depth + 1) for item in obj)
 
 
 def tensor_items(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:

@@ -84,6 +84,10 @@ def test_the_issues_files_are_refused(sources, out, tmp_path, capsys) -> None:
         "import dalle-pytorch: depth=10**9": "far more than its 46 tensors",
         "import dalle-pytorch: num_layers=10**12": ">= 2**vae_num_layers (2**1000000000000), got 16",
         "import: .pt zip deflating 64 MiB": "zip entries declare 67,10",
+        "import dalle-pytorch: shared-reference scheduler_state": "shared references",
+        "import dalle-pytorch: shared-reference opt_state": "shared references",
+        "import lie-transformer-pytorch: shared-reference hparams": "shared references",
+        "import dalle-pytorch: scheduler_state nested 100000 deep": "its containers nest more than 100 deep",
     }
     cases = {case.label: case for case in issue_cases(tmp_path, sources, bomb_bytes=64 << 20)}
     for label, message in expected.items():
