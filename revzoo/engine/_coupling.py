@@ -206,7 +206,9 @@ class ExactArithmetic:
         return entered
 
     def branch_input(self, stream: torch.Tensor) -> torch.Tensor:
-        return stream.to(self.dtype)
+        """The stream in the branch's dtype; always one autograd node (a view when the dtype is the stream's), so
+        the gradient of the branch's uses reaches the stream as one sum under both executions (bitwise in float64)."""
+        return stream.to(self.dtype) if stream.dtype != self.dtype else stream.view_as(stream)
 
     def combine(self, index: int, branch: int, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Returns the exact `floor_grid(scale·x) + round_grid(out)`; its range is checked by `check_range`."""

@@ -149,6 +149,9 @@ class Progress:
     streams: tuple[torch.Tensor, torch.Tensor] | None = None  # outputs of the block whose backward runs next
     backward_started: bool = False
     tapped: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # the taps' output streams
+    # Gradients of the slot tensors (by position) summed so far, branch by branch in autograd's order, and returned
+    # once by the first block: summed per block instead, float64 gradients would differ from autograd's by an ulp
+    slot_grads: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 def _is_fsdp(module: nn.Module) -> bool:
@@ -275,7 +278,11 @@ class _Recompute:
         self.wanted = [leaf for leaf in self.leaves if leaf.requires_grad]
         self.wanted += [self.aliases.get(id(p), p) for p, need in zip(self.params, param_needs) if need]
         self.sibling = {id(alias) for alias in self.aliases.values()}  # either branch may call the other's modules
-        self.totals: dict[int, torch.Tensor | None] = {}
+        self.progress: Progress = ctx.progress
+        self.totals: dict[int, torch.Tensor | None] = {
+            id(leaf): self.progress.slot_grads.pop(position) for position, leaf in enumerate(self.leaves)
+            if position in self.progress.slot_grads
+        }
 
     def undo(self, which: int, known: torch.Tensor, result: torch.Tensor, grad: torch.Tensor | None
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -315,9 +322,13 @@ class _Recompute:
         return known.grad
 
     def input_gradients(self) -> tuple[torch.Tensor | None, ...]:
-        """The gradients of the Function's slot and parameter inputs, in its input order."""
-        return (*(self.totals.get(id(leaf)) for leaf in self.leaves),
-                *(self.totals.get(id(self.aliases.get(id(p), p))) for p in self.params))
+        """The gradients of the Function's slot and parameter inputs, in its input order; the slots' only from
+        the first block (the last backward), the others' carried to the block before."""
+        slots = [self.totals.get(id(leaf)) for leaf in self.leaves]
+        if self.index > 0:
+            self.progress.slot_grads.update((position, grad) for position, grad in enumerate(slots) if grad is not None)
+            slots = [None] * len(slots)
+        return (*slots, *(self.totals.get(id(self.aliases.get(id(p), p))) for p in self.params))
 
 
 class _BlockFunction(torch.autograd.Function):

@@ -240,7 +240,11 @@ class ReversibleSequence(nn.Module):
 
     def _start(self, call: StackCall, stream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y2 = call.arith.enter(stream)
-        return torch.zeros_like(y2) if self._coupling.start == "zero" else y2, y2
+        if self._coupling.start == "zero":
+            return torch.zeros_like(y2), y2
+        # The second stream is a view, its own autograd node: the input's gradient is then (x1's) + (x2's) under
+        # both executions, where three terms summed in the engine's order would round differently (float64).
+        return y2, y2.view_as(y2)
 
     def _readout(self, call: StackCall, y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
         if self._coupling.output == "f":

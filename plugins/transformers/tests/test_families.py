@@ -63,8 +63,11 @@ def test_invert_gradients_equal_autograd_with_padding(family, dropout):
     assert torch.equal(loss_invert, loss_autograd)
     assert autograd.keys() == invert.keys()
     assert any(".adapter." in name for name in invert)
+    # Bitwise, but GPT-2 with dropout: its first layer's and embeddings' gradients differ by about an ulp
+    # (5.6e-17 in float64; not found why: the engine's own stacks with dropout, adapters and start="zero" agree)
+    atol = 1e-15 if (family, dropout) == ("gpt2", True) else 0
     for name, grad in autograd.items():
-        torch.testing.assert_close(invert[name], grad, rtol=0, atol=1e-15, msg=name)
+        torch.testing.assert_close(invert[name], grad, rtol=0, atol=atol, msg=name)
 
 
 def test_training_with_the_config_default_use_cache_warns_once_and_runs_without_a_cache():
