@@ -1,40 +1,71 @@
 """Writing checkpoint files atomically: temporaries beside the target, modes kept, signals and races handled.
 
-Every file is first written to a temporary named `.NAME.revzoo-PID-XXXXXXXX.tmp` beside
-its target (NAME shortened, with a digest, when the target's name is too long to carry it),
-then put in place. A new file follows the umask (as `open` would make it); a
-replaced file keeps its mode. Without `overwrite` the temporary is hard-linked to the
-target, which fails if the target appeared meanwhile, so two writers racing for the same
-new path cannot both succeed. SIGTERM or SIGHUP during a write removes the temporaries, as
-Ctrl-C does; a temporary left by a killed process (SIGKILL) is removed by the next write of the
-same target once its process is gone.
+Every file is first written to a temporary named `.NAME.revzoo-HOST-PID-XXXXXXXX.tmp` beside
+its target (NAME shortened, with a digest, when the target's name is too long to carry it;
+HOST names the kernel and PID namespace the PID belongs to), then put in place. A new file
+follows the umask (as `open` would make it); a replaced file keeps its mode. Without
+`overwrite` the temporary is hard-linked to the target, which fails if the target appeared
+meanwhile, so two writers racing for the same new path cannot both succeed. SIGTERM or
+SIGHUP during a write removes the temporaries, as Ctrl-C does.
+
+A temporary left by a killed process (SIGKILL) is removed by the next write of the same
+target. A writer holds a shared lock (flock) on the target's directory while its temporaries
+exist, so a cleanup that gets the exclusive lock knows no writer is live there, in any
+container sharing the volume; while one is, only temporaries of this PID namespace whose
+process is gone are removed (a PID from another namespace says nothing here).
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import re
 import secrets
 import signal
+import socket
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ..errors import CheckpointError
 
 __all__ = ["TEMPORARY_PATTERN", "atomic_write", "atomic_write_all", "remove_stale_temporaries"]
 
-TEMPORARY_PATTERN = ".NAME.revzoo-PID-XXXXXXXX.tmp"
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.revzoo-(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+TEMPORARY_PATTERN = ".NAME.revzoo-HOST-PID-XXXXXXXX.tmp"
+# HOST is absent from the temporaries of revzoo before it (whose PID may be another namespace's)
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.revzoo-(?:(?P<host>[0-9a-f]{8})-)?(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+_LOCK_WAIT = 30.0  # seconds a writer waits for a cleanup's exclusive lock on the directory (it takes milliseconds)
 _NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
 _HINTS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
           errno.EACCES: "no permission to write there", errno.EPERM: "no permission to write there",
           errno.EROFS: "the file system is read-only", errno.EISDIR: "it is a directory",
           errno.EFBIG: "beyond the largest file this process may write: ulimit -f, or the file system's limit"}
+
+
+@functools.cache
+def _namespace() -> str:
+    """Eight hex digits naming this kernel's boot and this process's PID namespace: the space its PIDs live in
+    (a container sharing the volume has another, the same PID naming another process or none)."""
+    parts = []
+    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                 lambda: os.readlink("/proc/self/ns/pid")):
+        try:
+            parts.append(read())
+        except OSError:
+            parts.append("")
+    if not any(parts):  # no /proc (not Linux): the host's name, PIDs being the host's
+        parts.append(socket.gethostname())
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+
+
+def _identity() -> tuple[str, int]:
+    """How this process names itself in its temporaries: its PID namespace and its PID there."""
+    return _namespace(), os.getpid()
 
 
 def _process_alive(pid: int) -> bool:
@@ -48,7 +79,7 @@ def _process_alive(pid: int) -> bool:
 
 
 _NAME_MAX = 255  # the longest file name most file systems take (ext4, xfs, btrfs, APFS, NTFS)
-_TEMPORARY_EXTRA = len(".revzoo-4194304-xxxxxxxx.tmp") + 1  # beyond the name, with the largest Linux PID
+_TEMPORARY_EXTRA = len(".revzoo-hhhhhhhh-4194304-xxxxxxxx.tmp") + 1  # beyond the name, with the largest Linux PID
 
 
 def is_utf8(name: str) -> bool:
@@ -72,25 +103,66 @@ def _temporary_name(name: str) -> str:
     return f"{head}~{digest}"
 
 
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Removes the temporaries of `path` left by processes that no longer run; returns them."""
-    removed = []
+@contextmanager
+def _directory_lock(directory: Path, exclusive: bool) -> Iterator[bool]:
+    """Holds a flock on `directory`: shared (a writer's, waiting out a cleanup's) or exclusive (a cleanup's, only
+    if free at once); yields whether it is held (False where the file system has no locks, or it is busy)."""
     try:
-        candidates = list(path.parent.iterdir())
-    except OSError:
-        return removed
-    for candidate in candidates:
-        match = _TEMPORARY.match(candidate.name)
-        if match and match["name"] == _temporary_name(path.name) and int(match["pid"]) != os.getpid() and not _process_alive(
-                int(match["pid"])):
-            candidate.unlink(missing_ok=True)
-            removed.append(candidate)
+        import fcntl
+
+        handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except (ImportError, OSError):  # no flock (Windows), or a directory this user cannot open
+        yield False
+        return
+    try:
+        held, deadline = False, time.monotonic() + _LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                held = True
+                break
+            except BlockingIOError:
+                if exclusive:
+                    break
+                if time.monotonic() > deadline:
+                    raise CheckpointError(f"{directory}: another process holds a lock on the directory for "
+                                          f"{_LOCK_WAIT:.0f} s; cannot write beside its files") from None
+                time.sleep(0.01)
+            except OSError:  # no flock here (some network file systems): the PID check alone
+                break
+        yield held
+    finally:
+        os.close(handle)
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Removes the temporaries of `path` left by writers that no longer run; returns them.
+
+    With the directory's exclusive lock (no writer holds it shared) all of them; otherwise
+    those of this PID namespace whose process is gone.
+    """
+    removed = []
+    namespace, own_pid = _identity()
+    with _directory_lock(path.parent, exclusive=True) as no_writer_live:
+        try:
+            candidates = list(path.parent.iterdir())
+        except OSError:
+            return removed
+        for candidate in candidates:
+            match = _TEMPORARY.match(candidate.name)
+            if not match or match["name"] != _temporary_name(path.name):
+                continue
+            pid = int(match["pid"])
+            if no_writer_live or (match["host"] == namespace and pid != own_pid and not _process_alive(pid)):
+                candidate.unlink(missing_ok=True)
+                removed.append(candidate)
     return removed
 
 
 def _new_temporary(path: Path) -> tuple[Path, int]:
     """Creates an empty temporary beside `path`; returns it and the mode a new file gets under the umask."""
-    tmp = path.with_name(f".{_temporary_name(path.name)}.revzoo-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    namespace, pid = _identity()
+    tmp = path.with_name(f".{_temporary_name(path.name)}.revzoo-{namespace}-{pid}-{secrets.token_hex(4)}.tmp")
     handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         return tmp, stat.S_IMODE(os.fstat(handle).st_mode)
@@ -187,7 +259,9 @@ def atomic_write_all(writes: Mapping[Path, Callable[[Path], None]], overwrite: b
     placed: list[Path] = []
     current = next(iter(writes))
     try:
-        with _terminate_cleanly():
+        with _terminate_cleanly(), ExitStack() as locks:
+            for directory in dict.fromkeys(path.parent for path in writes):  # held while the temporaries exist
+                locks.enter_context(_directory_lock(directory, exclusive=False))
             for current, write in writes.items():
                 temporaries[current] = _new_temporary(current)
                 write(temporaries[current][0])

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
 import signal
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -126,16 +129,77 @@ sys.exit(main(["convert", {str(saved)!r}, {str(tmp_path / "c.safetensors")!r}, "
     assert leftovers(tmp_path, saved.name) == []
 
 
-def test_stale_temporaries_of_dead_writers_are_removed_on_the_next_write(tmp_path, saved) -> None:
+def dead_pid() -> int:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".c.safetensors.revzoo-{dead.pid}-0123abcd.tmp"
-    live = tmp_path / f".c.safetensors.revzoo-{os.getppid()}-0123abcd.tmp"  # a running process: maybe still writing
-    other = tmp_path / f".d.safetensors.revzoo-{dead.pid}-0123abcd.tmp"  # another target's: not this write's business
-    for path in (stale, live, other):
-        path.write_bytes(b"x" * 100)
-    revzoo.convert(saved, tmp_path / "c.safetensors", "sequential")
-    assert leftovers(tmp_path, saved.name) == sorted(["c.safetensors", live.name, other.name])
+    return dead.pid
+
+
+def temporary(directory, target: str, pid: int, host: str | None = None):
+    """A temporary as a writer in namespace `host` (this one's by default) names it, holding 100 bytes."""
+    host = host or revzoo.checkpoints._write._namespace()
+    path = directory / f".{target}.revzoo-{host}-{pid}-0123abcd.tmp"
+    path.write_bytes(b"x" * 100)
+    return path
+
+
+@contextlib.contextmanager
+def a_writer_holds(directory):
+    """What a live writer holds while its temporaries exist: a shared lock on their directory."""
+    handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(handle, fcntl.LOCK_SH)
+    try:
+        yield
+    finally:
+        os.close(handle)
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_on_the_next_write(tmp_path, saved) -> None:
+    dead = dead_pid()
+    temporary(tmp_path, "c.safetensors", dead)  # this namespace's, its process gone: stale
+    live = temporary(tmp_path, "c.safetensors", os.getppid())  # a running process: maybe still writing
+    foreign = temporary(tmp_path, "c.safetensors", dead, host="0badcafe")  # its PID means nothing here
+    other = temporary(tmp_path, "d.safetensors", dead)  # another target's: not this write's business
+    with a_writer_holds(tmp_path):  # a writer is live somewhere: only what the PID shows stale goes
+        revzoo.convert(saved, tmp_path / "c.safetensors", "sequential")
+    assert leftovers(tmp_path, saved.name) == sorted(["c.safetensors", live.name, foreign.name, other.name])
+    legacy = tmp_path / f".c.safetensors.revzoo-{dead}-0123abcd.tmp"  # as revzoo named them before namespaces
+    legacy.write_bytes(b"x")
+    revzoo.convert(saved, tmp_path / "c.safetensors", "sequential", overwrite=True)  # no writer live: all go
+    assert leftovers(tmp_path, saved.name) == sorted(["c.safetensors", other.name])
+
+
+def test_a_live_writer_in_another_pid_namespace_keeps_its_temporary(tmp_path, saved) -> None:
+    """A container sharing the volume: its writer's PID is dead here (or another process's), its temporary live."""
+    target, ready, go = tmp_path / "c.safetensors", tmp_path / "ready", tmp_path / "go"
+    script = f"""
+import sys, time
+from pathlib import Path
+import revzoo, revzoo.checkpoints._write as write
+write._identity = lambda: ("0badcafe", {dead_pid()})  # another namespace's, where that PID lives
+def slow(tmp):
+    tmp.write_bytes(b"the other container's")
+    Path({str(ready)!r}).touch()
+    while not Path({str(go)!r}).exists():
+        time.sleep(0.01)
+    if not tmp.exists():
+        sys.exit("its temporary was deleted")
+revzoo.atomic_write({str(target)!r}, slow)
+"""
+    writer = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(6000):
+            if ready.exists() or writer.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert ready.exists(), writer.stderr.read()
+        revzoo.convert(saved, target, "sequential", overwrite=True)
+        go.touch()
+        assert writer.wait(timeout=60) == 0, writer.stderr.read()
+    finally:
+        writer.kill()
+    assert target.read_bytes() == b"the other container's"
+    assert leftovers(tmp_path, saved.name, target.name, ready.name, go.name) == []
 
 
 def test_a_racing_writer_cannot_be_overwritten_without_overwrite(tmp_path, saved, capsys, monkeypatch) -> None:
