@@ -14,7 +14,7 @@ from torch import nn
 from ..engine import ZooModel
 from ..errors import ConfigError, PluginError, UnknownFormatError, UnknownModelError, UnknownOptionError
 from ._declared import check_declarations
-from ._plugins import is_builtin, loaded_registry, missing_extra, plugin_distribution, plugin_manager, plugin_version
+from ._plugins import PluginRecord, loaded_registry, plugin_manager, plugin_records
 from ._spec import ArchSpec, CheckpointFormat
 
 __all__ = [
@@ -67,11 +67,12 @@ def unknown_name_error(name: str, known: Iterable[str], what: str, error: type[K
     """
     close = difflib.get_close_matches(name, sorted(known), n=3)
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-    registry = loaded_registry()
-    absent = "".join(f"; plugin {plugin!r} is not loaded: it {needs}"
-                     for plugin, needs in sorted(registry.unavailable.items()))
-    absent += "".join(f"; plugin {plugin!r} is not loaded: {variable} leaves it out"
-                      for plugin, variable in sorted(registry.skipped.items()))
+    loaded_registry()
+    records = sorted(plugin_records().values(), key=lambda record: record.name)
+    absent = "".join(f"; plugin {record.name!r} is not loaded: it {record.error}"
+                     for record in records if record.status == "unavailable")
+    absent += "".join(f"; plugin {record.name!r} is not loaded: {record.error} leaves it out"
+                      for record in records if record.status == "skipped")
     return error(f"unknown {what} {name!r}{hint} (see: revzoo {command}){absent}")
 
 
@@ -131,7 +132,8 @@ def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
     try:
         model = spec.builder(form=form, **config)
     except ModuleNotFoundError as err:  # an optional dependency of the plugin, imported when a model is built
-        needs = missing_extra(owner, err)
+        record = plugin_records().get(owner)
+        needs = record.missing_extra(err) if record is not None else None
         if needs is None:
             raise
         raise PluginError(f"model {name!r} {needs}") from err
@@ -178,8 +180,9 @@ def provenance(name: str) -> dict[str, Any]:
     distribution's version (None when registered at run time), and its file schema version."""
     spec = resolve(name)[0]
     plugin = loaded_registry().owners.get(("arch", spec.name))
-    return {"plugin": plugin, "distribution": plugin_distribution(plugin or ""),
-            "plugin_version": plugin_version(plugin or ""), "schema": spec.schema}
+    record = plugin_records().get(plugin or "") or PluginRecord(plugin or "")
+    return {"plugin": plugin, "distribution": record.distribution, "plugin_version": record.version,
+            "schema": spec.schema}
 
 
 def plugins_info() -> list[dict[str, Any]]:
@@ -189,33 +192,29 @@ def plugins_info() -> list[dict[str, Any]]:
     first, then entry points by name, then run-time plugins): those stay with the earlier one.
     """
     reg = loaded_registry()
+    registered = {name: plugin for name, plugin in plugin_manager.list_name_plugin() if plugin is not None}
+    tried = plugin_records()
+    absent = [name for name, record in tried.items() if record.status in ("failed", "unavailable")]
     records = []
-    for name, plugin in plugin_manager.list_name_plugin():
-        if plugin is None:
-            continue
-        hooks = sorted(caller.name for caller in plugin_manager.get_hookcallers(plugin) or [])
+    for name in sorted({*registered, *absent}):
+        record = tried.get(name) or PluginRecord(name)
+        callers = plugin_manager.get_hookcallers(registered[name]) if name in registered else None
+        hooks = sorted(caller.name for caller in callers or [])
         owned = [key for key, owner in reg.owners.items() if owner == name]
+        status = "failed" if name in reg.failures else "ok" if name in registered else record.status
         records.append(
             {
                 "name": name,
-                "version": plugin_version(name),
-                "builtin": is_builtin(name),
+                "version": record.version,
+                "builtin": record.builtin,
                 "hooks": hooks,
                 "models": sorted(n for kind, n in owned if kind == "arch"),
                 "formats": sorted(n for kind, n in owned if kind == "format"),
                 "adapters": sorted(n for kind, n in owned if kind == "adapter"),
                 "commands": sorted(n for kind, n in owned if kind == "command"),
                 "shadowed": sorted(reg.shadowed.get(name, [])),
-                "status": "failed" if name in reg.failures else "ok",
-                "error": reg.failures.get(name),
+                "status": status,
+                "error": reg.failures.get(name) or (record.error if status != "ok" else None),
             }
         )
-    absent = [(name, "failed", error) for name, error in reg.failures.items()]
-    absent += [(name, "unavailable", needs) for name, needs in reg.unavailable.items()]
-    for name, status, error in absent:
-        if not plugin_manager.has_plugin(name):
-            records.append(
-                {"name": name, "version": plugin_version(name), "builtin": is_builtin(name), "hooks": [], "models": [],
-                 "formats": [], "adapters": [], "commands": [], "shadowed": [], "status": status, "error": error}
-            )
-    return sorted(records, key=lambda record: record["name"])
+    return records

@@ -1,5 +1,6 @@
-"""The hooks a revzoo plugin implements. Each runs once, when plugins are first needed (by the registry, or by the
-command line when it builds its parser), and registers through the `register` callback it is given."""
+"""The hooks a revzoo plugin implements. Each is called once, through pluggy, whenever the registry is built: when
+plugins are first needed (by the registry, or by the command line when it builds its parser) and again after
+`register_plugin` or `unregister_plugin`; it registers through the `register` callback it is given."""
 
 from __future__ import annotations
 

@@ -42,8 +42,8 @@ def _spec(schema: int = 1, **fields) -> revzoo.ArchSpec:
 def saved_v1(register_plugin, tmp_path, monkeypatch):
     """A tabmlp file written by schema 1 of the plugin, as the package `revzoo-tabmlp` 1.0 would write it."""
     name = register_plugin(plugin_of(_spec()), name="tabmlp")
-    monkeypatch.setitem(_plugins._state.distributions, name, "revzoo-tabmlp")
-    monkeypatch.setitem(_plugins._state.versions, name, "1.0")
+    monkeypatch.setitem(_plugins._state.plugins, name,
+                        _plugins.PluginRecord(name, distribution="revzoo-tabmlp", version="1.0"))
     model = revzoo.create("tabmlp", form="reversible")
     path = revzoo.save(model, tmp_path / "tab.safetensors")
     revzoo.unregister_plugin(name)

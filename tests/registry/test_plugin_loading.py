@@ -14,7 +14,7 @@ import revzoo.testing
 from helpers import FakeEntryPoint, plugin_of, tiny_spec
 from revzoo.cli import main
 from revzoo.errors import PluginWarning
-from revzoo.registry import _plugins
+from revzoo.registry import _entry_points, _plugins
 
 
 def format_plugin(*names: str):
@@ -117,7 +117,7 @@ def test_ctrl_c_while_importing_names_the_way_out(installed, capsys) -> None:
 
 
 def test_a_slow_import_is_named_with_the_way_to_skip_it(installed, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(_plugins, "SLOW_IMPORT_SECONDS", 0.05)
+    monkeypatch.setattr(_entry_points, "SLOW_IMPORT_SECONDS", 0.05)
     installed(FakeEntryPoint("slow", lambda: time.sleep(0.5) or plugin_of(tiny_spec())))
     assert revzoo.list_models() == ["tiny", "tiny-rev"]
     err = capsys.readouterr().err
@@ -160,11 +160,13 @@ def test_hooks_run_through_pluggy_with_wrappers_order_and_monitoring(register_pl
         register_plugin(First(), name="first")
         register_plugin(Plain(), name="plain")
         calls.clear()
+        monitored.clear()
         register_plugin(Wrapper(), name="wrapper")
     finally:
         undo()
-    assert calls == ["wrap-in", "first", "wrap-out", "wrap-in", "plain", "wrap-out"]  # tryfirst first, wrapped
-    assert "register_architectures:['first', 'wrapper']" in monitored
+    assert calls == ["wrap-in", "first", "plain", "wrap-out"]  # one call of the hook: tryfirst first, wrapped
+    assert [call for call in monitored if call.startswith("register_architectures:")] == [
+        "register_architectures:['plain', 'first', 'wrapper']"]  # monitoring sees that call, with every implementation
     assert revzoo.list_models(exclude="*-rev") == ["first", "plain"]
 
 
@@ -179,6 +181,50 @@ def test_a_failing_wrapper_is_blamed_and_the_plugins_it_wraps_still_register(ins
     with pytest.warns(PluginWarning, match="plugin 'wrapper' failed to register: RuntimeError: wrapper broke"):
         assert revzoo.list_models() == ["tiny", "tiny-rev"]
     assert records()["good"]["status"] == "ok" and records()["wrapper"]["status"] == "failed"
+
+
+def test_a_wrapper_failing_after_its_yield_or_an_old_style_one_is_blamed_alone(installed) -> None:
+    seen = []
+
+    class FailsAfter:
+        @revzoo.hookimpl(wrapper=True)
+        def register_architectures(self, register):
+            register(tiny_spec("after"))
+            yield
+            raise RuntimeError("teardown broke")
+
+        @revzoo.hookimpl
+        def register_formats(self, register):
+            seen.append("never: its plugin failed in an earlier hook")
+
+    class OldStyle:
+        @revzoo.hookimpl(hookwrapper=True)
+        def register_architectures(self, register):
+            outcome = yield
+            seen.append(outcome.get_result())
+
+    installed(FakeEntryPoint("good", lambda: plugin_of(tiny_spec())), FakeEntryPoint("after", FailsAfter),
+              FakeEntryPoint("old", OldStyle))
+    with pytest.warns(PluginWarning, match="plugin 'after' failed to register: RuntimeError: teardown broke"):
+        assert revzoo.list_models() == ["tiny", "tiny-rev"]  # what the failed plugin registered is dropped
+    assert seen == [[]]  # the old-style wrapper saw the call's result; the failed plugin's other hooks did not run
+    assert [records()[name]["status"] for name in ("good", "after", "old")] == ["ok", "failed", "ok"]
+
+
+def test_a_plugin_failing_in_a_later_hook_loses_what_it_registered_in_an_earlier_one(installed) -> None:
+    class Formats:
+        @revzoo.hookimpl
+        def register_architectures(self, register):
+            register(tiny_spec("early"))
+
+        @revzoo.hookimpl
+        def register_formats(self, register):
+            register("not a format")
+
+    installed(FakeEntryPoint("late", Formats), FakeEntryPoint("good", lambda: plugin_of(tiny_spec())))
+    with pytest.warns(PluginWarning, match=r"plugin 'late' failed to register: PluginError: register_formats takes "
+                                           r"revzoo.CheckpointFormat, got str"):
+        assert revzoo.list_models() == ["tiny", "tiny-rev"]
 
 
 class Misspelt:
