@@ -21,7 +21,7 @@ _EXPORTS = {
     "atomic_write": ".checkpoints",
     "check_device": ".checkpoints",
     "convert": ".checkpoints",
-    "create": ".checkpoints",
+    "create": ".checkpoints",  # the registry's create, taken once checkpoints has given it the "hf-hub:" resolver
     "export_checkpoint": ".checkpoints",
     "import_checkpoint": ".checkpoints",
     "load": ".checkpoints",

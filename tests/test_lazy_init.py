@@ -80,7 +80,7 @@ def test_exports_table_type_checking_imports_and_all_agree(package, path: str) -
 
 def test_every_public_name_is_the_defining_modules_object() -> None:
     assert revzoo.ReversibleSequence is revzoo.engine.ReversibleSequence
-    assert revzoo.create is revzoo.checkpoints.create  # the registry's create, plus "hf-hub:" names
+    assert revzoo.create is revzoo.checkpoints.create is revzoo.registry.create  # one create; checkpoints add "hf-hub:"
     assert revzoo.hookimpl is revzoo.registry.hookspecs.hookimpl
     from revzoo import load
 

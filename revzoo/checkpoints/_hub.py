@@ -23,8 +23,7 @@ from torch import nn
 from .._version import __version__
 from ..engine import get_form
 from ..errors import CheckpointError, ConfigError
-from ..registry import card_section, resolve
-from ..registry import create as create_registered
+from ..registry import card_section, create, register_resolver, resolve
 from ._checkpoint import built_by_create, load, save
 from ._directory import CARD_NAME, CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME
 
@@ -179,24 +178,16 @@ def load_from_hub(
     return load(directory, form=form, device=device, dtype=dtype)
 
 
-def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
-    """Builds a registered model, or loads one from the Hugging Face Hub by `hf-hub:ORG/NAME`.
-
-    A registry name works as in `revzoo.registry.create` (keyword arguments override the
-    defaults; a `-rev` name is the reversible form). An `hf-hub:` name is rebuilt from the
-    repository's config.json and weights (see `load_from_hub`); it takes `form`, `revision`,
-    `cache_dir`, `device` and `dtype`, and no overrides: change the model after loading.
-
-    Example:
-        >>> model = revzoo.create("vit-tiny-rev", img_size=64)
-        >>> model = revzoo.create("hf-hub:my-org/vit-tiny-rev@main")
-    """
-    if not (isinstance(name, str) and name.startswith(HUB_PREFIX)):
-        return create_registered(name, form=form, **overrides)
-    unknown = sorted(set(overrides) - set(_HUB_OPTIONS))
+def _create_from_hub(reference: str, form: str | None = None, **options: Any) -> nn.Module:
+    """`revzoo.create("hf-hub:ORG/NAME[@REVISION]", form=..., **options)`: `load_from_hub`, which takes no overrides."""
+    unknown = sorted(set(options) - set(_HUB_OPTIONS))
     if unknown:
         raise TypeError(
-            f"{name!r} is rebuilt from its config.json, so {', '.join(unknown)} cannot be set here; it takes form, "
-            f"{', '.join(_HUB_OPTIONS)} (change the model after loading, e.g. model.reset_classifier(10))"
+            f"{HUB_PREFIX + reference!r} is rebuilt from its config.json, so {', '.join(unknown)} cannot be set here; "
+            f"it takes form, {', '.join(_HUB_OPTIONS)} (change the model after loading, e.g. model.reset_classifier(10))"
         )
-    return load_from_hub(name[len(HUB_PREFIX):], form=form, **overrides)
+    return load_from_hub(reference, form=form, **options)
+
+
+register_resolver(HUB_PREFIX, _create_from_hub)
+# `create` is the registry's own, re-exported (revzoo.checkpoints.create): with the resolver above it takes "hf-hub:"

@@ -1,8 +1,9 @@
 """The registry: architectures, checkpoint formats and adapters that plugins register through pluggy.
 
 Hook specifications, the validated specs plugins register, the plugin manager that loads
-entry points one by one, and `create`/`list_models` over what they registered. May import
-the engine, never the checkpoints or the benchmark.
+entry points one by one, and `create`/`list_models` over what they registered (with the
+name prefixes, such as the checkpoints' `hf-hub:`, that higher layers give `create` a
+resolver for). May import the engine, never the checkpoints or the benchmark.
 
 Names are imported on first use (PEP 562): `revzoo.hookimpl`, which plugins use at import
 time, costs only pluggy.
@@ -39,6 +40,7 @@ _EXPORTS = {
     "list_models": "._registry",
     "plugins_info": "._registry",
     "provenance": "._registry",
+    "register_resolver": "._registry",
     "resolve": "._registry",
     "Adapter": "._spec",
     "ArchSpec": "._spec",
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
     from ._registry import list_models as list_models
     from ._registry import plugins_info as plugins_info
     from ._registry import provenance as provenance
+    from ._registry import register_resolver as register_resolver
     from ._registry import resolve as resolve
     from ._spec import Adapter as Adapter
     from ._spec import ArchSpec as ArchSpec
@@ -107,6 +110,7 @@ __all__ = [
     "preserving_coupling",
     "provenance",
     "register_plugin",
+    "register_resolver",
     "resolve",
     "reversibilize",
     "split_front_matter",

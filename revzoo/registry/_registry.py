@@ -1,4 +1,9 @@
-"""create / list_models: timm-style access to what the plugins registered."""
+"""create / list_models: timm-style access to what the plugins registered, and the name prefixes `create` resolves.
+
+A name such as `hf-hub:ORG/NAME` is not a registered architecture: its prefix has a resolver,
+registered by a higher layer (the checkpoints register `hf-hub:` when revzoo.checkpoints is
+imported, as `revzoo.create` does), so the registry never imports what resolves it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import difflib
 import fnmatch
 import inspect
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Final
 
 from torch import nn
 
@@ -26,11 +31,24 @@ __all__ = [
     "list_models",
     "plugins_info",
     "provenance",
+    "register_resolver",
     "resolve",
     "unknown_name_error",
 ]
 
 REV_SUFFIX = "-rev"
+_RESOLVERS: Final[dict[str, Callable[..., nn.Module]]] = {}  # name prefix -> what builds the model the rest names
+
+
+def register_resolver(prefix: str, resolver: Callable[..., nn.Module]) -> None:
+    """Makes `create(PREFIX + REST, form=..., **options)` return `resolver(REST, form=..., **options)`.
+
+    For names that are not registered architectures, such as the checkpoints' `hf-hub:ORG/NAME`.
+    A prefix ends with ':' (no model name has one); registering it again replaces its resolver.
+    """
+    if not (isinstance(prefix, str) and prefix.endswith(":") and len(prefix) > 1 and callable(resolver)):
+        raise TypeError(f"register_resolver takes a prefix ending in ':' and a function, got {prefix!r}, {resolver!r}")
+    _RESOLVERS[prefix] = resolver
 
 
 def _natural_key(name: str) -> list:
@@ -102,16 +120,24 @@ def get_architecture(name: str) -> ArchSpec:
 
 
 def create(name: str, form: str | None = None, **overrides: Any) -> nn.Module:
-    """Builds a registered model; keyword arguments override the architecture's defaults.
+    """Builds a registered model, or the model a prefixed name resolves to; keyword arguments override the defaults.
 
     A `-rev` name is the reversible form of the same architecture. Overrides that are
-    None are dropped, so unset command-line options never replace a default.
+    None are dropped, so unset command-line options never replace a default. A name with a
+    registered prefix goes to its resolver with `form` and the keyword arguments as given:
+    `hf-hub:ORG/NAME[@REVISION]` is rebuilt from that Hub repository's config.json and weights
+    (see `revzoo.checkpoints.load_from_hub`), taking `form`, `revision`, `cache_dir`, `device`
+    and `dtype`, and no overrides.
 
     Example:
         >>> model = revzoo.create("dalle-rev", depth=2, dim=64)
         >>> revzoo.get_form(model)
         'reversible'
+        >>> model = revzoo.create("hf-hub:my-org/vit-tiny-rev@main")
     """
+    prefix = next((prefix for prefix in _RESOLVERS if isinstance(name, str) and name.startswith(prefix)), None)
+    if prefix is not None:
+        return _RESOLVERS[prefix](name[len(prefix):], form=form, **overrides)
     spec, implied_form, subname = resolve(name)
     if form is not None and implied_form is not None and form != implied_form:
         raise ConfigError(f"model {name!r} is the {implied_form} form; it cannot be created with form={form!r}")

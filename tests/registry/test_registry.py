@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import sys
 import types
 
@@ -65,6 +68,37 @@ def test_subname_and_open_config(register_plugin) -> None:
     assert seen == {"family": "small-one", "width": 7}
     with pytest.raises(revzoo.UnknownModelError):
         revzoo.create("tiny/x")
+
+
+def test_a_prefixed_name_goes_to_its_resolver(register_plugin, monkeypatch) -> None:
+    from revzoo.registry import _registry
+
+    monkeypatch.setattr(_registry, "_RESOLVERS", dict(_registry._RESOLVERS))  # this test's resolver goes with it
+    register_plugin(plugin_of(tiny_spec()), name="tiny")
+    seen = []
+
+    def resolver(rest, form=None, **options):
+        seen.append((rest, form, options))
+        return revzoo.create("tiny", form=form)
+
+    revzoo.registry.register_resolver("fake:", resolver)
+    model = revzoo.create("fake:org/name@v1", form="reversible", revision=None)
+    assert seen == [("org/name@v1", "reversible", {"revision": None})]  # options as given, None included
+    assert revzoo.get_form(model) == "reversible"
+    with pytest.raises(revzoo.UnknownModelError, match="unknown model 'other:x'"):
+        revzoo.create("other:x")
+    with pytest.raises(TypeError, match="a prefix ending in ':'"):
+        revzoo.registry.register_resolver("fake", resolver)
+
+
+def test_hf_hub_names_resolve_with_no_plugin_loaded() -> None:
+    code = ("import revzoo\ntry:\n    revzoo.create('hf-hub:not-a-repo')\nexcept revzoo.ConfigError as err:\n"
+            "    print('ConfigError', err)")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("REVZOO_")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**env, "REVZOO_LOAD_PLUGINS": ""})
+    # the checkpoints' resolver, registered when revzoo.create is first taken: not an unknown model
+    assert result.stdout.startswith("ConfigError") and re.search(r"hf-hub:ORG/NAME|huggingface_hub", result.stdout)
 
 
 def test_duplicate_names_name_both_plugins(register_plugin) -> None:
@@ -163,8 +197,6 @@ def test_environment_controls_autoload(entry_points, monkeypatch, variable, valu
 
 def test_import_revzoo_loads_no_plugin() -> None:
     code = "import sys, revzoo; print(any(m.startswith('revzoo_') for m in sys.modules))"
-    import subprocess
-
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
