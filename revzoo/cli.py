@@ -104,6 +104,8 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     if meta.get("coupling") and args.to == "sequential":
         print("note: the adapters stay in the file, unused by the sequential form (the pretrained blocks' function); "
               "converting back to reversible restores them")
+    # the probe runs first, on the input in the output's dtype (the same two forms): a refused one writes nothing
+    probe = checkpoints.probe_forms(args.src, dtype=args.dtype or "auto") if args.probe else None
     path = checkpoints.convert(args.src, args.dst, args.to, overwrite=args.overwrite, max_shard_size=args.max_shard_size,
                                dtype=args.dtype)
     unchanged = f"the tensors are cast to {args.dtype}" if args.dtype else "the tensors are unchanged"
@@ -114,8 +116,8 @@ def _cmd_convert(args: argparse.Namespace) -> None:
     state = checkpoints.training_state_beside(path)
     if state.is_file() and state.resolve() != checkpoints.training_state_beside(args.src).resolve():
         print(f"wrote {state} (the training state beside {args.src}, same parameter names)")
-    if args.probe:
-        print(f"probe: max |reversible - sequential| output difference = {checkpoints.probe_forms(path):.3e}")
+    if probe is not None:
+        print(f"probe: max |reversible - sequential| output difference = {probe:.3e}")
 
 
 def _convert_preserving(args: argparse.Namespace) -> None:

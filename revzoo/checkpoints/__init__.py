@@ -10,7 +10,6 @@ from ._checkpoint import convert as convert
 from ._checkpoint import export_checkpoint as export_checkpoint
 from ._checkpoint import import_checkpoint as import_checkpoint
 from ._checkpoint import load as load
-from ._checkpoint import probe_forms as probe_forms
 from ._checkpoint import read_metadata as read_metadata
 from ._checkpoint import save as save
 from ._device import check_device as check_device
@@ -19,6 +18,7 @@ from ._hub import create as create
 from ._hub import load_from_hub as load_from_hub
 from ._hub import save_pretrained as save_pretrained
 from ._preserve import convert_preserving as convert_preserving
+from ._probe import probe_forms as probe_forms
 from ._training import load_training_state as load_training_state
 from ._training import read_training_state as read_training_state
 from ._training import save_training_state as save_training_state

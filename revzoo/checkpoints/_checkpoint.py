@@ -35,7 +35,7 @@ from ._training import (
 )
 from ._write import atomic_write
 
-__all__ = ["convert", "export_checkpoint", "import_checkpoint", "load", "probe_forms", "read_metadata", "save"]
+__all__ = ["convert", "export_checkpoint", "import_checkpoint", "load", "read_metadata", "save"]
 
 _KEY = "revzoo."
 
@@ -354,18 +354,3 @@ def export_checkpoint(format_name: str, src: str | os.PathLike, dst: str | os.Pa
         tensors = _unshared(tensor_items(exported))
         return atomic_write(dst, lambda tmp: save_safetensors(tensors, tmp, None), overwrite)
     return atomic_write(dst, lambda tmp: save_torch(exported, tmp), overwrite)
-
-
-def probe_forms(path: str | os.PathLike, seed: int = 0) -> float:
-    """Returns the largest difference between the reversible and sequential forms' outputs on a seeded input."""
-    meta = read_metadata(path)
-    spec = resolve(meta["architecture"])[0]
-    if spec.example_inputs is None or set(FORMS) - set(spec.forms):
-        raise CheckpointError(f"{spec.name!r} cannot be probed: it registers no example_inputs or lacks a form")
-    outputs = []
-    for form in FORMS:
-        model = load(path, form=form).eval()
-        args, kwargs = spec.example_inputs(model, torch.Generator().manual_seed(seed))
-        with torch.no_grad():
-            outputs.append(model(*args, **kwargs))
-    return (outputs[0].double() - outputs[1].double()).abs().max().item()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hostile import DALLE, issue_cases, make_sources, rewrite, with_config
+from hostile import DALLE, LIE, issue_cases, make_sources, rewrite, with_config
 from safetensors.torch import save_file
 
 import revzoo
@@ -69,6 +69,20 @@ def test_load_checks_shapes_before_building(sources, out, tmp_path, capsys, dim)
     refused(capsys, "convert", wide, out, "--to", "sequential", "--probe")
     refused(capsys, "export", "dalle-pytorch", wide, out)
     assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("liftsamples", [2000, 10**6])
+def test_a_probe_at_a_config_asking_for_far_more_work_is_refused_before_writing(out, tmp_path, capsys,
+                                                                                liftsamples) -> None:
+    torch.manual_seed(0)
+    lie = revzoo.save(revzoo.create("lie-transformer-rev", **LIE), tmp_path / "lie.safetensors")
+    lifted = with_config(lie, tmp_path / "lifted.safetensors", liftsamples=liftsamples)  # 13 KB
+    err = refused(capsys, "convert", lifted, out, "--to", "sequential", "--probe", within=30)  # were 180 s, 288 TB
+    assert "refused to probe: at the file's config the probe's operations would produce" in err
+    assert "beyond its budget of 268,435,456" in err
+    assert_nothing_written(out)
+    assert main(["convert", str(lie), str(out), "--to", "sequential", "--probe"]) == 0  # its own config: probed
+    assert "probe: max |reversible - sequential|" in capsys.readouterr().out
 
 
 def test_convert_of_a_huge_depth_stops_at_once(sources, out, tmp_path, capsys) -> None:
