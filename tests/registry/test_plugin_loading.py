@@ -1,9 +1,11 @@
-"""Plugin loading: precedence, isolation of any failure, hooks through pluggy, environment, specs, extras."""
+"""Plugin loading: entry points, precedence, isolation of any failure, hooks through pluggy, environment, extras."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 import warnings
 
@@ -93,20 +95,36 @@ def raise_(err: BaseException):
     raise err
 
 
-def test_any_base_exception_at_import_or_in_a_hook_is_isolated(installed) -> None:
+def test_any_base_exception_at_import_or_in_a_hook_is_isolated_and_reported_once(installed) -> None:
     class RaisesInHook:
         @revzoo.hookimpl
         def register_architectures(self, register):
             raise Boom("from a hook")
 
+    class RaisesOnRegister:
+        @revzoo.hookimpl
+        def register_architectures(self, register):
+            raise ValueError("bad config table")
+
     installed(FakeEntryPoint("exits", lambda: raise_(SystemExit(3))), FakeEntryPoint("boom", lambda: raise_(Boom("x"))),
-              FakeEntryPoint("hook", RaisesInHook), FakeEntryPoint("good", lambda: plugin_of(tiny_spec())))
+              FakeEntryPoint("broken", lambda: raise_(ImportError("No module named 'missing_dependency'"))),
+              FakeEntryPoint("hook", RaisesInHook), FakeEntryPoint("raiser", RaisesOnRegister),
+              FakeEntryPoint("good", lambda: plugin_of(tiny_spec())))
     with pytest.warns(PluginWarning) as warned:
         assert revzoo.list_models() == ["tiny", "tiny-rev"]
-    assert len(warned) == 3
+    messages = [str(w.message) for w in warned]
+    assert len(messages) == 5  # reported once each
+    assert any("'broken' failed to load: ImportError" in m for m in messages)
+    assert any("'raiser' failed to register: ValueError: bad config table" in m for m in messages)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)
+        revzoo.list_models()  # no second warning: the registry is cached
     info = records()
     assert info["exits"]["error"] == "SystemExit: 3" and info["boom"]["error"] == "Boom: x"
     assert info["hook"]["error"] == "Boom: from a hook" and info["good"]["status"] == "ok"
+    assert info["good"]["models"] == ["tiny"]
+    assert info["broken"]["status"] == "failed" and "missing_dependency" in info["broken"]["error"]
+    assert info["raiser"]["status"] == "failed"
 
 
 def test_ctrl_c_while_importing_names_the_way_out(installed, capsys) -> None:
@@ -247,6 +265,12 @@ def test_a_misspelt_hook_is_named(installed) -> None:
 # --- environment --------------------------------------------------------------------------------
 
 
+def test_import_revzoo_loads_no_plugin() -> None:
+    code = "import sys, revzoo; print(any(m.startswith('revzoo_') for m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
 @pytest.fixture
 def three(installed):
     installed(*(FakeEntryPoint(name, lambda name=name: plugin_of(tiny_spec(name))) for name in ("one", "two", "six")))
@@ -261,12 +285,14 @@ def loaded() -> set[str]:
     [
         ("REVZOO_LOAD_PLUGINS", "", set(), None),
         ("REVZOO_LOAD_PLUGINS", ",", set(), None),
+        ("REVZOO_LOAD_PLUGINS", "one", {"one"}, None),
         ("REVZOO_LOAD_PLUGINS", " one , two ", {"one", "two"}, None),
         ("REVZOO_LOAD_PLUGINS", "one;two", set(), r"REVZOO_LOAD_PLUGINS names 'one;two', which no installed plugin has"),
         ("REVZOO_LOAD_PLUGINS", "one,tow", {"one"}, r"names 'tow', which no installed plugin has; did you mean 'two'\?"),
         ("REVZOO_DISABLE_PLUGINS", "", {"one", "two", "six"}, None),
         ("REVZOO_DISABLE_PLUGINS", ",", {"one", "two", "six"}, None),
         ("REVZOO_DISABLE_PLUGINS", "six", {"one", "two"}, None),
+        ("REVZOO_DISABLE_PLUGINS", "two,six", {"one"}, None),
         ("REVZOO_DISABLE_PLUGINS", "six;two", {"one", "two", "six"}, r"REVZOO_DISABLE_PLUGINS names 'six;two', which no "
                                                                     r"installed plugin has.*separate names with commas"),
     ],
@@ -282,34 +308,6 @@ def test_both_variables_read_alike_and_unknown_names_warn(three, monkeypatch, va
         assert messages == []
     else:
         assert len(messages) == 1 and re.search(warning, messages[0]), messages
-
-
-# --- specs --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "fields,message",
-    [
-        ({"aliases": "xyz"}, r"aliases must be a tuple of names, not the string 'xyz'"),
-        ({"aliases": ("ok", 5)}, r"architecture 'tiny': alias name 5 must be lowercase"),
-        ({"card": 5}, r"card must be a path such as 'model_card.md' or None, got 5"),
-        ({"example_inputs": 42}, r"example_inputs must be a function \(model, generator\) -> \(args, kwargs\) or None"),
-        ({"routes": {"mask": "banana"}}, r"route 'mask' is 'banana'; expected 'f', 'g' or 'both'"),
-        ({"routes": ["mask"]}, r"routes must map keyword names to 'f', 'g' or 'both'"),
-        ({"subname_key": 3}, r"subname_key must be a config key or None"),
-    ],
-)
-def test_specs_are_validated_with_the_plugin_named(fields, message) -> None:
-    with pytest.raises(revzoo.PluginError, match=message):
-        tiny_spec(**fields)
-
-    class Bad:
-        @revzoo.hookimpl
-        def register_architectures(self, register):
-            register(tiny_spec(**fields))
-
-    with pytest.raises(revzoo.PluginError, match=r"plugin 'bad' failed to register: PluginError: architecture 'tiny': "):
-        revzoo.register_plugin(Bad(), name="bad")
 
 
 # --- optional dependencies ----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The plugin registry: hooks, isolation, duplicates, environment control, create/list."""
+"""The registry: create/list, name resolvers, specs, and plugins registered at run time (loading entry points: see
+test_plugin_loading.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import types
 import pytest
 
 import revzoo
-from helpers import FakeEntryPoint, build_tiny, install_entry_points, plugin_of, tiny_spec
+from helpers import build_tiny, plugin_of, tiny_spec
 from revzoo.registry import _plugins
 
 
@@ -120,19 +121,39 @@ def test_hookimpl_with_unknown_argument_is_rejected() -> None:
     assert not _plugins.plugin_manager.has_plugin("bad")
 
 
-def test_invalid_specs_are_rejected() -> None:
-    with pytest.raises(revzoo.PluginError, match=r"defaults must map config keys \(strings\)"):
-        revzoo.ArchSpec(name="keys", builder=lambda **config: None, description="d", defaults={1: 2})  # create: TypeError
-    with pytest.raises(revzoo.PluginError, match="hub_config must be a function"):
-        tiny_spec(hub_config="config.json")
-    with pytest.raises(revzoo.PluginError, match="must be lowercase"):
-        tiny_spec("Tiny_Model")
-    with pytest.raises(revzoo.PluginError, match="not end in '-rev'"):
-        tiny_spec("tiny-rev")
-    with pytest.raises(revzoo.PluginError, match="JSON-serialisable"):
-        revzoo.ArchSpec(name="x", builder=build_tiny, description="d", defaults={"dim": object()})
-    with pytest.raises(revzoo.PluginError, match="forms"):
-        tiny_spec(forms=("reversable",))
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: tiny_spec(aliases="xyz"), r"architecture 'tiny': aliases must be a tuple of names, not the string 'xyz'"),
+        (lambda: tiny_spec(aliases=("ok", 5)), r"architecture 'tiny': alias name 5 must be lowercase"),
+        (lambda: tiny_spec(card=5), r"architecture 'tiny': card must be a path such as 'model_card.md' or None, got 5"),
+        (lambda: tiny_spec(example_inputs=42),
+         r"architecture 'tiny': example_inputs must be a function \(model, generator\) -> \(args, kwargs\) or None"),
+        (lambda: tiny_spec(routes={"mask": "banana"}), r"architecture 'tiny': route 'mask' is 'banana'; expected 'f', 'g'"),
+        (lambda: tiny_spec(routes=["mask"]), r"architecture 'tiny': routes must map keyword names to 'f', 'g' or 'both'"),
+        (lambda: tiny_spec(subname_key=3), r"architecture 'tiny': subname_key must be a config key or None"),
+        (lambda: revzoo.ArchSpec(name="keys", builder=lambda **config: None, description="d", defaults={1: 2}),
+         r"defaults must map config keys \(strings\)"),  # in create, a TypeError
+        (lambda: tiny_spec(hub_config="config.json"), "hub_config must be a function"),
+        (lambda: tiny_spec("Tiny_Model"), "must be lowercase"),
+        (lambda: tiny_spec("tiny-rev"), "not end in '-rev'"),
+        (lambda: revzoo.ArchSpec(name="x", builder=build_tiny, description="d", defaults={"dim": object()}),
+         "JSON-serialisable"),
+        (lambda: tiny_spec(forms=("reversable",)), "forms"),
+    ],
+)
+def test_specs_are_validated_with_the_plugin_named(make, message) -> None:
+    with pytest.raises(revzoo.PluginError, match=message) as refused:
+        make()
+
+    class Bad:
+        @revzoo.hookimpl
+        def register_architectures(self, register):
+            register(make())
+
+    first_line = re.escape(str(refused.value).splitlines()[0])
+    with pytest.raises(revzoo.PluginError, match=rf"plugin 'bad' failed to register: PluginError: {first_line}"):
+        revzoo.register_plugin(Bad(), name="bad")
 
 
 def test_plugin_raising_while_registering_is_isolated(register_plugin) -> None:
@@ -146,59 +167,6 @@ def test_plugin_raising_while_registering_is_isolated(register_plugin) -> None:
         revzoo.register_plugin(Raises(), name="raises")
     register_plugin(plugin_of(tiny_spec()), name="good")
     assert revzoo.list_models() == ["tiny", "tiny-rev"]  # the half registration did not leak
-
-
-@pytest.fixture
-def entry_points(monkeypatch):
-    """Three entry points: one good, one that fails to import, one that raises while registering."""
-
-    def broken_import():
-        raise ImportError("No module named 'missing_dependency'")
-
-    class RaisesOnRegister:
-        @revzoo.hookimpl
-        def register_architectures(self, register):
-            raise ValueError("bad config table")
-
-    points = [
-        FakeEntryPoint("good", lambda: plugin_of(tiny_spec())),
-        FakeEntryPoint("broken", broken_import),
-        FakeEntryPoint("raiser", RaisesOnRegister),
-    ]
-    install_entry_points(monkeypatch, *points)
-
-
-def test_entry_points_load_in_isolation(entry_points, monkeypatch) -> None:
-    monkeypatch.delenv("REVZOO_LOAD_PLUGINS")
-    with pytest.warns(UserWarning) as warned:
-        assert revzoo.list_models() == ["tiny", "tiny-rev"]
-    messages = sorted(str(w.message) for w in warned)
-    assert any("'broken' failed to load: ImportError" in m for m in messages)
-    assert any("'raiser' failed to register: ValueError: bad config table" in m for m in messages)
-    assert len(messages) == 2  # reported once each
-    revzoo.list_models()  # no second warning: the registry is cached
-    status = {record["name"]: record for record in revzoo.plugins_info()}
-    assert status["good"]["status"] == "ok" and status["good"]["models"] == ["tiny"]
-    assert status["broken"]["status"] == "failed" and "missing_dependency" in status["broken"]["error"]
-    assert status["raiser"]["status"] == "failed"
-
-
-@pytest.mark.parametrize(
-    "variable,value,loaded",
-    [("REVZOO_LOAD_PLUGINS", "good", {"good"}), ("REVZOO_LOAD_PLUGINS", "", set()),
-     ("REVZOO_DISABLE_PLUGINS", "broken,raiser", {"good"})],
-)
-def test_environment_controls_autoload(entry_points, monkeypatch, variable, value, loaded) -> None:
-    monkeypatch.delenv("REVZOO_LOAD_PLUGINS")
-    monkeypatch.setenv(variable, value)
-    revzoo.list_models()
-    assert {n for n, _ in _plugins.plugin_manager.list_name_plugin()} & {"good", "broken", "raiser"} == loaded
-
-
-def test_import_revzoo_loads_no_plugin() -> None:
-    code = "import sys, revzoo; print(any(m.startswith('revzoo_') for m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
 
 
 def test_unregister_unknown_plugin() -> None:
