@@ -336,7 +336,10 @@ def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
 
 @contextlib.contextmanager
 def _warnings_as_lines():
-    """Shows a Plugin- or CheckpointWarning as one `revzoo: warning:` line on stderr, not Python's path:line form."""
+    """Shows a Plugin- or CheckpointWarning as one `revzoo: warning:` line on stderr, not Python's path:line form.
+
+    They stay lines under PYTHONWARNINGS=error or -W error too: a command's own notice is not a failure of it.
+    """
     show = warnings.showwarning
 
     def show_line(message, category, filename, lineno, file=None, line=None):
@@ -345,11 +348,11 @@ def _warnings_as_lines():
         else:
             show(message, category, filename, lineno, file, line)
 
-    warnings.showwarning = show_line
-    try:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("default", category=PluginWarning)
+        warnings.filterwarnings("default", category=CheckpointWarning)
+        warnings.showwarning = show_line  # restored by catch_warnings
         yield
-    finally:
-        warnings.showwarning = show
 
 
 def _error_line(message: str) -> None:

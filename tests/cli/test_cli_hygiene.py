@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+import revzoo
 from helpers import FakeEntryPoint, install_entry_points, plugin_of, tiny_spec
 from revzoo.bench import _demo
 from revzoo.bench._progress import Progress
@@ -96,3 +98,14 @@ def test_an_error_naming_a_path_with_a_newline_is_still_one_line(tmp_path, capsy
     assert main(["convert", str(missing), str(tmp_path / "o.safetensors"), "--to", "sequential"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a\\nb.safetensors: no such file" in err
+
+
+def test_revzoos_own_warnings_stay_lines_under_pythonwarnings_error(tmp_path, builtin_plugins) -> None:
+    model = revzoo.create("vit-tiny", img_size=32, patch_size=8, depth=2)
+    revzoo.save(model, tmp_path / "s.safetensors")
+    revzoo.save_training_state(tmp_path / "s.training.safetensors", model, torch.optim.Adam(model.parameters()))
+    result = revzoo_cli("convert", str(tmp_path / "s.safetensors"), str(tmp_path / "p.safetensors"),
+                        "--to", "reversible", "--preserve", PYTHONWARNINGS="error")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("revzoo: warning: ") and result.stderr.count("\n") == 1
+    assert (tmp_path / "p.safetensors").is_file()

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import revzoo
-from revzoo.bench._measure import alternate_times, measure_peak, peak_in_subprocess
+from revzoo.bench import alternate_times, measure_peak, peak_in_subprocess
 
 DIM, BATCH, TOKENS = 64, 8, 32
 

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import revzoo
-from revzoo.bench._measure import alternate_times, measure_peak, peak_in_subprocess
+from revzoo.bench import alternate_times, measure_peak, peak_in_subprocess
 
 CONFIG = {"img_size": 8, "patch_size": 2, "in_chans": 1, "num_classes": 10, "embed_dim": 64, "num_heads": 4, "depth": 6}
 PRETRAIN_STEPS, FINETUNE_STEPS, BATCH = 1000, 300, 64
