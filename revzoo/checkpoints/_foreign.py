@@ -17,7 +17,7 @@ from ._shards import is_index, open_tensors
 
 __all__ = ["TORCH_SUFFIXES", "read_foreign", "tensor_items"]
 
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pyth")  # .pyth: SlowFast's (PySlowFast) weights
 MAX_INFLATION = 2  # how many times its own size a .pt zip may declare uncompressed
 EXPANSION_MARGIN = 1 << 16  # objects a .pt's containers may reach beyond one per byte of the file
 MAX_NESTING = 100  # containers in containers (a checkpoint nests a few deep; repr and json recurse)
@@ -27,7 +27,7 @@ def read_foreign(path: str | os.PathLike) -> Any:
     """Returns a foreign checkpoint's content, read without executing pickled code.
 
     `.safetensors` (or a sharded `model.safetensors.index.json`) gives a dict of tensors;
-    `.pt/.pth/.bin/.ckpt` go through `torch.load(weights_only=True)`, which refuses anything
+    `.pt/.pth/.bin/.ckpt/.pyth` go through `torch.load(weights_only=True)`, which refuses anything
     but tensors and plain containers.
     """
     path = require_file(path)

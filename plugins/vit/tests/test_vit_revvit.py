@@ -62,7 +62,7 @@ def test_imported_weights_give_the_reference_implementations_logits(vit_plugin, 
 
 
 def test_import_from_the_command_line_with_slowfasts_optimizer_state_beside(vit_plugin, tmp_path, capsys):
-    src, out = tmp_path / "REV_VIT_S.pth", tmp_path / "rev.safetensors"
+    src, out = tmp_path / "REV_VIT_S.pyth", tmp_path / "rev.safetensors"  # the name SlowFast publishes it under
     saved = foreign("slowfast-revvit")  # as SlowFast's save_checkpoint writes it: the optimizer state too
     saved["optimizer_state"] = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(32)}},
                                 "param_groups": [{"lr": 5e-4, "params": [0]}]}
