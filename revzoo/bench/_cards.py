@@ -240,7 +240,8 @@ def _usage(spec: ArchSpec, plugin: dict[str, Any] | None) -> list[str]:
     ]
     if len(names) > 1:
         lines.append(f"revzoo convert {name}.safetensors {spec.name}.safetensors --to {other}")
-    formats = [get_format(fmt) for fmt in (plugin or {}).get("formats", [])]
+    formats = [fmt for fmt in map(get_format, (plugin or {}).get("formats", []))
+               if not fmt.architectures or spec.name in fmt.architectures]
     for fmt in formats:
         lines.append(f"revzoo import {fmt.name} IN {spec.name}.safetensors")
         if fmt.write is not None:

@@ -179,7 +179,8 @@ class CheckpointFormat:
     returns an ImportedCheckpoint. `write(model)` returns the object to save in the foreign
     layout, or is None when exporting is not supported. `write_training(model, state)`
     returns the entries that carry a TrainingState in that object (e.g. `opt_state`), or is
-    None when the layout has no place for it.
+    None when the layout has no place for it. `architectures` names the architectures its files
+    hold, where that is not every architecture of its plugin: model cards show the format under those.
     """
 
     name: str
@@ -187,9 +188,13 @@ class CheckpointFormat:
     read: Callable[..., ImportedCheckpoint]
     write: Callable[[nn.Module], Any] | None = None
     write_training: Callable[[nn.Module, TrainingState], Mapping[str, Any]] | None = None
+    architectures: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_name(self.name, "format")
+        if not (isinstance(self.architectures, tuple) and all(isinstance(name, str) for name in self.architectures)):
+            raise PluginError(f"format {self.name!r}: architectures must be a tuple of architecture names, "
+                              f"got {self.architectures!r}")
         if not callable(self.read) or any(hook is not None and not callable(hook)
                                           for hook in (self.write, self.write_training)):
             raise PluginError(f"format {self.name!r}: read (and write, write_training, if given) must be callable")

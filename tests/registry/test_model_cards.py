@@ -52,6 +52,17 @@ def test_every_registered_model_has_a_card_with_the_fields(builtin_plugins: list
             assert field in generated, f"{spec.card}: no {field!r}"
 
 
+def test_a_section_lists_only_the_formats_that_hold_its_architecture(builtin_plugins: list[str]) -> None:
+    section = architecture_section(parts(revzoo.registry.card_section("revvit-small").path.read_text())[1],
+                                   "revvit-small")
+    assert "revzoo import slowfast-revvit IN revvit-small.safetensors" in section
+    assert "revzoo import timm" not in section  # timm's ViT state dicts are not RevViT's
+    section = architecture_section(parts(revzoo.registry.card_section("vit-small").path.read_text())[1], "vit-small")
+    assert "revzoo import timm IN vit-small.safetensors" in section and "revvit" not in section
+    with pytest.raises(revzoo.PluginError, match="architectures must be a tuple"):
+        revzoo.CheckpointFormat(name="odd", description="", read=lambda obj: None, architectures="vit-small")
+
+
 def test_info_shows_the_card_section_of_each_name(builtin_plugins: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     for name in builtin_plugins:
         assert main(["info", name]) == 0

@@ -173,18 +173,21 @@ def register_formats(register) -> None:
         description="timm VisionTransformer state dict (.safetensors/.pth); pass the timm model name as model=",
         read=_on_call("read_timm"),
         write=_on_call("write_timm"),
+        architectures=(*VARIANTS, "timm"),
     ))
     register(revzoo.CheckpointFormat(
         name="slowfast-revvit",
         description="SlowFast's RevViT checkpoint (REV_VIT_S/B.pyth: model_state, cfg); options num_heads, img_size",
         read=_on_call("read_slowfast_revvit"),
         write=_on_call("write_slowfast_revvit"),
+        architectures=tuple(REVVIT_VARIANTS),
     ))
     register(revzoo.CheckpointFormat(
         name="mmpretrain-revvit",
         description="mmpretrain's RevVisionTransformer classifier (backbone.*, head.fc.*); options num_heads, img_size",
         read=_on_call("read_mmpretrain_revvit"),
         write=_on_call("write_mmpretrain_revvit"),
+        architectures=tuple(REVVIT_VARIANTS),
     ))
 
 
