@@ -207,12 +207,6 @@ def _cmd_cards(args: argparse.Namespace) -> int:
     return cards_main(args.own_options)
 
 
-def _cmd_demo(args: argparse.Namespace) -> None:
-    from .bench._demo import run_demo
-
-    run_demo(out_dir=args.out)
-
-
 def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     """Returns the parser of revzoo's commands, and of the plugins' unless `argv` starts with a core command or
     --version (those start without loading the plugins)."""
@@ -300,9 +294,6 @@ def _add_core_commands(commands: argparse._SubParsersAction) -> None:
                               "options)", add_help=False)
     sub.set_defaults(_run=_cmd_cards, _passes_options_on=True)
 
-    sub = commands.add_parser("demo", help="train, save, convert, reload and sample a small model")
-    sub.add_argument("--out", default="revzoo-demo", help="directory for what the demo writes")
-    sub.set_defaults(_run=_cmd_demo)
 
 
 def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:

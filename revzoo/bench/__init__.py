@@ -1,11 +1,11 @@
-"""`revzoo bench`, `revzoo demo` and `revzoo cards`, and the measurements they share with tools/bench/.
+"""`revzoo bench` and `revzoo cards`, and the measurements they share with tools/bench/.
 
 Peak memory (`measure_peak` in this process, `peak_in_subprocess` in a fresh one with
 `MMAP_ENV`, `measure_cuda_peak` on a GPU), step time (`alternate_times`: configurations
 alternated in one process, so a slow moment hits them all), and the transformer stack the
 benchmark runs at equal work (`StackConfig`, `build_stack`, `training_step`, `Setting`,
 `Checkpointed`). May import every other part of revzoo; nothing imports it but the command
-line and tools/. Names are imported on first use: the command line starts without torch.
+line, tools/ and plugins (the dalle demo). Names are imported on first use: the command line starts without torch.
 """
 
 from __future__ import annotations
@@ -27,14 +27,12 @@ _EXPORTS = {
     "training_step": "._models",
     "Progress": "._progress",
     "benchable_architectures": "._bench",
-    "captioned_shapes": "._demo",
 }
 
 __getattr__, __dir__ = attach(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from ._bench import benchable_architectures as benchable_architectures
-    from ._demo import captioned_shapes as captioned_shapes
     from ._measure import MMAP_ENV as MMAP_ENV
     from ._measure import alternate_times as alternate_times
     from ._measure import measure_cuda_peak as measure_cuda_peak

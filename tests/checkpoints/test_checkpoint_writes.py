@@ -20,7 +20,6 @@ import revzoo
 import revzoo.checkpoints._stream
 import revzoo.checkpoints._write
 from helpers import ROOT, plugin_of, tiny_spec
-from revzoo.bench import _demo
 from revzoo.cli import main
 
 
@@ -308,19 +307,6 @@ def test_resharding_an_index_onto_itself_removes_the_old_shards(tmp_path, saved)
     assert len(new) == 1
     assert leftovers(tmp_path, saved.name) == sorted({index.name, *new})
     torch.testing.assert_close(revzoo.load(index).state_dict(), revzoo.load(saved).state_dict())
-
-
-@pytest.mark.parametrize("kind", ["file", "unwritable"])
-def test_demo_out_that_cannot_be_written_fails_before_training(tmp_path, capsys, monkeypatch, kind) -> None:
-    out = tmp_path / "out"
-    if kind == "file":
-        out.write_text("not a directory")
-    else:
-        monkeypatch.setattr(_demo.tempfile, "TemporaryFile", fail_with(OSError(errno.EROFS, "Read-only file system")))
-    monkeypatch.setattr(_demo, "create", fail_with(AssertionError("trained before checking --out")))
-    code, err = run_cli(capsys, "demo", "--out", str(out))
-    assert code == 2 and err.count("\n") == 1
-    assert ("not a directory" if kind == "file" else "cannot write there: Read-only file system") in err
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")

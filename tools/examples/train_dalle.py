@@ -18,10 +18,11 @@ import sys
 from pathlib import Path
 
 import torch
+from revzoo_dalle.demo import captioned_shapes
 from torchvision import transforms
 
 import revzoo
-from revzoo.bench import Progress, captioned_shapes
+from revzoo.bench import Progress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 

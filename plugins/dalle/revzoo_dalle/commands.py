@@ -1,7 +1,9 @@
-"""`revzoo generate FILE CAPTION...`: the dalle plugin's command, added through revzoo's `register_commands` hook.
+"""`revzoo generate FILE CAPTION...` and `revzoo demo`: the dalle plugin's commands, added through revzoo's
+`register_commands` hook.
 
-A grid of images from captions, one row per caption, repeatable by seed. Every option is
-checked before the checkpoint is read; bad input is one line from the command line (exit 2).
+`generate` writes a grid of images from captions, one row per caption, repeatable by seed. Every
+option is checked before the checkpoint is read; bad input is one line from the command line (exit 2).
+`demo` runs revzoo_dalle.demo: a small reversible DALL-E trained, measured, converted and sampled.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import revzoo
 
-__all__ = ["IMAGE_FORMATS", "MAX_IMAGES", "configure_generate", "register_commands", "run_generate"]
+__all__ = ["IMAGE_FORMATS", "MAX_IMAGES", "configure_demo", "configure_generate", "register_commands", "run_demo",
+           "run_generate"]
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 # Images in one grid. Sampling holds every image's key/value cache and its logits at once (about 28 MiB per image
@@ -101,7 +104,21 @@ def run_generate(args: argparse.Namespace) -> None:
     print(f"wrote {path}: {args.num} image(s) per caption, one row per caption")
 
 
+def configure_demo(parser: argparse.ArgumentParser) -> None:
+    """Adds `revzoo demo`'s arguments to `parser`."""
+    parser.add_argument("--out", default="revzoo-demo", help="directory for what the demo writes")
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    """Runs `revzoo demo` (revzoo_dalle.demo.run_demo) into `--out`."""
+    from . import demo
+
+    demo.run_demo(out_dir=args.out)
+
+
 @revzoo.hookimpl
 def register_commands(register: Callable[[revzoo.Command], None]) -> None:
     register(revzoo.Command(name="generate", help="generate images from captions with a DALL-E checkpoint",
                             configure=configure_generate, run=run_generate))
+    register(revzoo.Command(name="demo", help="train, save, convert, reload and sample a small reversible DALL-E",
+                            configure=configure_demo, run=run_demo))

@@ -1,14 +1,19 @@
-"""`revzoo demo` end to end: it needs the DALL-E plugin through its entry point."""
+"""`revzoo demo`, the dalle plugin's command, end to end: it needs the plugin through its entry point."""
 
 from __future__ import annotations
+
+import errno
+import io
 
 import pytest
 import torch
 from PIL import Image
+from revzoo_dalle import demo
+from revzoo_dalle.demo import COLOURS, SHAPES, captioned_shapes, run_demo
 from torchvision.transforms.functional import pil_to_tensor
 
 import revzoo
-from revzoo.bench._demo import COLOURS, SHAPES, captioned_shapes, run_demo
+from revzoo.cli import main
 
 # The training colours are at least 0.8 apart (red and yellow differ in green only); a colour within 0.15 of its own
 # is nearer to it than to any other by a wide margin.
@@ -28,6 +33,44 @@ def test_demo_writes_what_it_says(dalle_entry_point, tmp_path, capsys) -> None:
     for name in ("dalle-rev.safetensors", "dalle-seq.safetensors", "dalle-rev-again.safetensors", "generated.png"):
         assert (tmp_path / name).stat().st_size > 0
         assert str(tmp_path / name) in out
+
+
+def _raise(error: BaseException):
+    def fail(*args, **kwargs):
+        raise error
+    return fail
+
+
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_demo_out_that_cannot_be_written_fails_before_training(dalle_entry_point, tmp_path, capsys, monkeypatch,
+                                                               kind) -> None:
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("not a directory")
+    else:
+        monkeypatch.setattr(demo.tempfile, "TemporaryFile", _raise(OSError(errno.EROFS, "Read-only file system")))
+    monkeypatch.setattr(demo, "create", _raise(AssertionError("trained before checking --out")))
+    code = main(["demo", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert ("not a directory" if kind == "file" else "cannot write there: Read-only file system") in err
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_demo_draws_progress_bars_only_on_a_terminal(monkeypatch) -> None:
+    assert demo._progress(range(3), 3, "x").disable  # lines instead
+    monkeypatch.setattr("sys.stderr", Terminal())
+    assert not demo._progress(range(3), 3, "x").disable
+
+
+def test_without_the_dalle_plugin_there_is_no_demo_command(capsys) -> None:
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        main(["demo", "--help"])
+    assert "invalid choice: 'demo'" in capsys.readouterr().err
 
 
 def _shape_masks(images: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""`revzoo demo`: the whole life of a small reversible DALL-E in under two minutes on a CPU.
+"""`revzoo demo`: the whole life of a small reversible DALL-E in under two minutes on a CPU (the dalle plugin's command).
 
 Trains a small byte-level BPE on the captions (a Hugging Face `tokenizers` file, the kind
 DALLE-pytorch's `--bpe_path x.json` takes; CLIP's 49,408-token BPE would make the text
@@ -17,13 +17,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoints import convert, load, save
-from ..checkpoints._write import atomic_write
-from ..errors import CheckpointError
-from ..registry import create
-from ._measure import peak_in_subprocess
+from revzoo import CheckpointError, atomic_write, convert, create, load, save
+from revzoo.bench import measure_peak, peak_in_subprocess
 
-__all__ = ["run_demo"]
+__all__ = ["captioned_shapes", "run_demo"]
 
 COLOURS = {"red": (1.0, 0.1, 0.1), "green": (0.1, 0.8, 0.2), "blue": (0.2, 0.3, 1.0), "yellow": (1.0, 0.9, 0.1)}
 SHAPES = ("square", "disc", "bar")
@@ -110,8 +107,6 @@ def measure_step_memory(form: str, text: torch.Tensor, num_text_tokens: int) -> 
 
     `text` holds the tokenized captions, passed in so that this process does not load the tokenizer.
     """
-    from ._measure import measure_peak
-
     torch.manual_seed(0)
     model = create("dalle", form=form, num_text_tokens=num_text_tokens, **CONFIG)
     _, images = captioned_shapes()
@@ -148,7 +143,7 @@ def run_demo(out_dir: str = "revzoo-demo", steps: int = STEPS, vae_steps: int = 
     print(f"trained {steps} steps on {len(captions)} captioned shapes: final loss {loss.item():.3f}")
 
     ids = json.dumps(text.tolist())
-    peaks = {form: peak_in_subprocess("revzoo.bench._demo", ["--measure", form, ids, str(vocab_size)])["bytes"]
+    peaks = {form: peak_in_subprocess("revzoo_dalle.demo", ["--measure", form, ids, str(vocab_size)])["bytes"]
              for form in ("reversible", "sequential")}
     print(f"peak memory of one training step: reversible {peaks['reversible'] / 2**20:.1f} MiB, "
           f"sequential {peaks['sequential'] / 2**20:.1f} MiB (x{peaks['reversible'] / peaks['sequential']:.2f}; "
