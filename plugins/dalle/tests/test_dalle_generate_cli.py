@@ -76,16 +76,18 @@ def test_generate_errors_are_one_line(checkpoint: Path, tmp_path: Path, capsys) 
     assert code == 2 and "no VAE to decode its image tokens" in err
 
 
-def test_the_dalle_plugin_adds_generate_to_the_command_line(register_plugin, capsys) -> None:
+def test_the_dalle_plugin_adds_generate_and_demo_to_the_command_line(register_plugin, capsys) -> None:
     import revzoo_dalle
 
     register_plugin(revzoo_dalle, name="dalle-test")
     with pytest.raises(SystemExit) as stop:
         main(["--help"])
     assert stop.value.code == 0
-    assert "generate  generate images from captions with a DALL-E checkpoint" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "generate  generate images from captions with a DALL-E checkpoint" in shown
+    assert "demo      train, save, convert, reload and sample a small reversible" in shown
     (record,) = [r for r in revzoo.plugins_info() if r["name"] == "dalle-test"]
-    assert record["commands"] == ["generate"]
+    assert record["commands"] == ["demo", "generate"]
 
 
 @pytest.mark.parametrize("options, message", [
