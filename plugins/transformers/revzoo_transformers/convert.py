@@ -50,10 +50,12 @@ def _guard(stack: revzoo.ReversibleSequence, owner: nn.Module):
         if not (torch.is_grad_enabled() and stack.execution == "invert"):
             return None
         if "checkpointing" not in warned and any(getattr(b.f.layer, "gradient_checkpointing", False) for b in stack.blocks):
+            disable = "activation_checkpointing_disable" if hasattr(module, "activation_checkpointing_disable") \
+                else "gradient_checkpointing_disable"  # transformers 5 renamed it; the old name warns
             warnings.warn(
                 "revzoo: gradient checkpointing is enabled on a model in the reversible form; the invert execution "
                 "already keeps memory flat in depth, and checkpointing inside it only recomputes each layer once "
-                "more (gradients unchanged). Call model.gradient_checkpointing_disable()",
+                f"more (gradients unchanged). Call model.{disable}()",
                 UserWarning,
                 stacklevel=3,
             )

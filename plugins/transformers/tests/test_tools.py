@@ -85,19 +85,26 @@ def test_bf16_autocast_invert_equals_autograd():
         torch.testing.assert_close(invert[name], grad, rtol=0, atol=0, msg=name)  # exact: the same bf16 ops
 
 
-def test_gradient_checkpointing_on_a_reversible_model_warns_and_keeps_the_gradients():
+@pytest.mark.parametrize("enable", ["gradient_checkpointing_enable", "activation_checkpointing_enable"])
+def test_gradient_checkpointing_on_a_reversible_model_warns_and_keeps_the_gradients(enable):
     model = revzoo.reversibilize(tiny("mistral")).train()
+    if not hasattr(model, enable):
+        pytest.skip(f"this transformers has no {enable}")  # activation_checkpointing_enable: the 5.x name
     ids = tokens()
     revzoo.set_execution(model, "autograd")
     model(input_ids=ids, labels=ids).loss.backward()
     reference = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     revzoo.set_execution(model, "invert")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    disable = "activation_checkpointing_disable" if hasattr(model, "activation_checkpointing_disable") else \
+        "gradient_checkpointing_disable"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers 5's deprecation of the gradient_ name
+        getattr(model, enable)({"use_reentrant": False})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model(input_ids=ids, labels=ids).loss.backward()
-    assert any("gradient checkpointing" in str(w.message) for w in caught)
+    assert any("gradient checkpointing" in str(w.message) and f"model.{disable}()" in str(w.message) for w in caught)
     for name, grad in reference.items():
         torch.testing.assert_close(model.get_parameter(name).grad, grad, rtol=0, atol=0, msg=name)
 
