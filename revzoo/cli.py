@@ -295,7 +295,6 @@ def _add_core_commands(commands: argparse._SubParsersAction) -> None:
     sub.set_defaults(_run=_cmd_cards, _passes_options_on=True)
 
 
-
 def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
     """Adds the commands plugins registered; one whose name is taken, or whose `configure` raises, is left out with a
     warning (as a plugin that fails to register is), and the others are still added."""
