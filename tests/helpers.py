@@ -238,6 +238,13 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def fail_with(error: BaseException):
+    """Returns a function that raises `error` whatever it is called with: a stand-in that fails as a call would."""
+    def fail(*args, **kwargs):
+        raise error
+    return fail
+
+
 def interrupt_copy(monkeypatch) -> None:
     """Makes the streamed copy write part of its data, then be interrupted."""
 

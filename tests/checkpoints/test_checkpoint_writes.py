@@ -19,7 +19,7 @@ import torch
 import revzoo
 import revzoo.checkpoints._stream
 import revzoo.checkpoints._write
-from helpers import ROOT, plugin_of, tiny_spec
+from helpers import ROOT, fail_with, plugin_of, tiny_spec
 from revzoo.cli import main
 
 
@@ -208,12 +208,6 @@ def test_a_racing_writer_cannot_be_overwritten_without_overwrite(tmp_path, saved
     assert code == 2 and err.count("\n") == 1 and "already exists" in err and "--overwrite" in err
     assert target.read_bytes() == b"the other writer's"
     assert leftovers(tmp_path, saved.name, target.name) == []
-
-
-def fail_with(error: OSError):
-    def fail(*args, **kwargs):
-        raise error
-    return fail
 
 
 def test_read_only_directory_is_one_line(tmp_path, saved, capsys, monkeypatch) -> None:

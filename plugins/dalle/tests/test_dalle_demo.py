@@ -13,6 +13,7 @@ from revzoo_dalle.demo import COLOURS, SHAPES, captioned_shapes, run_demo
 from torchvision.transforms.functional import pil_to_tensor
 
 import revzoo
+from helpers import fail_with
 from revzoo.cli import main
 
 # The training colours are at least 0.8 apart (red and yellow differ in green only); a colour within 0.15 of its own
@@ -35,12 +36,6 @@ def test_demo_writes_what_it_says(dalle_entry_point, tmp_path, capsys) -> None:
         assert str(tmp_path / name) in out
 
 
-def _raise(error: BaseException):
-    def fail(*args, **kwargs):
-        raise error
-    return fail
-
-
 @pytest.mark.parametrize("kind", ["file", "unwritable"])
 def test_demo_out_that_cannot_be_written_fails_before_training(dalle_entry_point, tmp_path, capsys, monkeypatch,
                                                                kind) -> None:
@@ -48,8 +43,8 @@ def test_demo_out_that_cannot_be_written_fails_before_training(dalle_entry_point
     if kind == "file":
         out.write_text("not a directory")
     else:
-        monkeypatch.setattr(demo.tempfile, "TemporaryFile", _raise(OSError(errno.EROFS, "Read-only file system")))
-    monkeypatch.setattr(demo, "create", _raise(AssertionError("trained before checking --out")))
+        monkeypatch.setattr(demo.tempfile, "TemporaryFile", fail_with(OSError(errno.EROFS, "Read-only file system")))
+    monkeypatch.setattr(demo, "create", fail_with(AssertionError("trained before checking --out")))
     code = main(["demo", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
